@@ -1,0 +1,1 @@
+"""textgen inference server: launcher, HTTP router, scheduler, shards, models, backends."""

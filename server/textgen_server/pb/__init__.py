@@ -1,0 +1,1 @@
+"""Generated gRPC code (hack/gen-proto.sh). Do not edit."""
