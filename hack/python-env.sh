@@ -15,7 +15,16 @@ command -v "$python" >/dev/null || { echo "python-env: '$python' not found; inst
 import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 
-key=$(cat "$root/hack/constraints.txt" "$root/pyproject.toml" | sha256sum | cut -c1-12)
+# Key: the pins plus what pyproject.toml says about installing (dependencies, extras, console scripts), so that
+# editing tool settings there (pytest, mypy) does not rebuild the venv.
+deps=$("$python" - "$root/pyproject.toml" <<'PY'
+import json, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+keys = ("dependencies", "optional-dependencies", "scripts", "requires-python")
+print(json.dumps({k: project.get(k) for k in keys}, sort_keys=True))
+PY
+)
+key=$( { cat "$root/hack/constraints.txt"; echo "$deps"; } | sha256sum | cut -c1-12)
 venv="$cache/venv-$key"
 if [ ! -f "$venv/.complete" ]; then
   echo "python-env: building $venv (first run downloads torch, a few minutes)" >&2
