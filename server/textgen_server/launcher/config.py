@@ -1,0 +1,214 @@
+"""The launcher's one configuration object: TGI's flag names, each also read from TGI's environment variable.
+
+Built once in `main` in two pure steps: `parse_args(argv, environ)` reads flags and environment into `LauncherArgs`
+(model-independent), then `build_config(args, model_config)` fills the model-dependent defaults exactly as TGI
+does (max input/total tokens from `max_position_embeddings`, prefill budget = max input + 50) and validates the
+whole thing with errors a user can act on. Nothing else in the server reads the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+# TGI's defaults (launcher/src/main.rs): 4096 / 4095 caps on the model's context when the user sets no limit.
+DEFAULT_MAX_TOTAL_TOKENS_CAP = 4096
+PREFILL_HEADROOM_TOKENS = 50
+DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A flag or environment value that cannot work; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class LauncherArgs:
+    """Flags and environment as given by the user, before model-dependent defaults are filled in."""
+
+    model_id: str
+    revision: str | None
+    dtype: str | None
+    num_shard: int
+    max_concurrent_requests: int
+    max_stop_sequences: int
+    max_top_n_tokens: int
+    max_input_tokens: int | None
+    max_total_tokens: int | None
+    waiting_served_ratio: float
+    max_batch_prefill_tokens: int | None
+    max_batch_total_tokens: int | None
+    max_waiting_tokens: int
+    max_batch_size: int | None
+    hostname: str
+    port: int
+    shard_uds_path: str
+    huggingface_hub_cache: str | None
+    hf_token: str | None
+    kv_cache_memory: int | None
+    graceful_termination_timeout: float
+    shard_startup_timeout: float
+    disable_prefix_caching: bool
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """Everything the launcher, router and shards need, with every default resolved and validated."""
+
+    args: LauncherArgs
+    model_path: Path
+    max_input_tokens: int
+    max_total_tokens: int
+    max_batch_prefill_tokens: int
+
+
+def parse_bytes(text: str) -> int:
+    """'2GiB' -> 2147483648, '512MB' -> 512000000, '1000' -> 1000; raises ConfigError on anything else."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if match is None or match.group(2).lower() not in units:
+        raise ConfigError(f"--kv-cache-memory: cannot read {text!r} as a size; write bytes (1073741824) or a "
+                          "number with a unit (512MiB, 2GiB, 1.5GB)")
+    return int(float(match.group(1)) * units[match.group(2).lower()])
+
+
+def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda text: None if text == "" else kind(text)
+
+
+# (flag, environment variable, type, default, help). The environment variable is TGI's where TGI has one.
+_FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
+    ("--model-id", "MODEL_ID", str, "bigscience/bloom-560m", "hub repo id or local model directory"),
+    ("--revision", "REVISION", _optional(str), None, "hub revision (commit, branch or tag)"),
+    ("--dtype", "DTYPE", _optional(str), None, "float32 | float16 | bfloat16 (default: float32 on CPU)"),
+    ("--num-shard", "NUM_SHARD", int, 1, "shard processes (tensor parallelism); only 1 for now"),
+    ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
+    ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),
+    ("--max-top-n-tokens", "MAX_TOP_N_TOKENS", int, 5, "largest top_n_tokens a request may ask"),
+    ("--max-input-tokens", "MAX_INPUT_TOKENS", _optional(int), None,
+     "longest prompt in tokens (default: min(max_position_embeddings - 1, 4095))"),
+    ("--max-total-tokens", "MAX_TOTAL_TOKENS", _optional(int), None,
+     "longest prompt + max_new_tokens (default: min(max_position_embeddings, 4096))"),
+    ("--waiting-served-ratio", "WAITING_SERVED_RATIO", float, 0.3,
+     "waiting/running ratio at which a prefill may delay the running batch"),
+    ("--max-batch-prefill-tokens", "MAX_BATCH_PREFILL_TOKENS", _optional(int), None,
+     "tokens one prefill step may compute (default: max input tokens + 50)"),
+    ("--max-batch-total-tokens", "MAX_BATCH_TOTAL_TOKENS", _optional(int), None,
+     "tokens the whole batch may hold in the KV cache (default: what the KV cache memory allows)"),
+    ("--max-waiting-tokens", "MAX_WAITING_TOKENS", int, 20, "decode steps before waiting requests are forced in"),
+    ("--max-batch-size", "MAX_BATCH_SIZE", _optional(int), None, "most requests in one batch (default: no limit)"),
+    ("--hostname", "HOSTNAME", str, "0.0.0.0", "address the HTTP server listens on"),
+    ("--port", "PORT", int, 3000, "HTTP port"),
+    ("--shard-uds-path", "SHARD_UDS_PATH", str, "/tmp/textgen-server", "shard socket prefix (<path>-<rank>)"),
+    ("--huggingface-hub-cache", "HUGGINGFACE_HUB_CACHE", _optional(str), None, "hub download cache directory"),
+    ("--kv-cache-memory", "KV_CACHE_MEMORY", _optional(parse_bytes), None,
+     "KV cache size: bytes or 512MiB / 2GiB (default: the shard's device default)"),
+    ("--graceful-termination-timeout", "GRACEFUL_TERMINATION_TIMEOUT", float, 60.0,
+     "seconds in-flight requests may take to finish after SIGTERM"),
+    ("--shard-startup-timeout", "SHARD_STARTUP_TIMEOUT", float, 600.0,
+     "seconds to wait for shard sockets (model load) before giving up"),
+)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argparse parser; each default comes from the flag's environment variable when that is set."""
+    parser = argparse.ArgumentParser(prog="textgen-launcher", description="Serve a text-generation model "
+                                     "(TGI-compatible HTTP API) with continuous batching.")
+    for flag, env, kind, default, help_text in _FLAGS:
+        env_value = environ.get(env)
+        value = kind(env_value) if env_value is not None else default
+        parser.add_argument(flag, type=kind, default=value, help=f"{help_text} [env: {env}] [default: {default}]")
+    disable_env = environ.get("DISABLE_PREFIX_CACHING", "").lower() in ("1", "true", "yes")
+    parser.add_argument("--disable-prefix-caching", action="store_true", default=disable_env,
+                        help="turn off the KV prefix cache [env: DISABLE_PREFIX_CACHING]")
+    return parser
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> LauncherArgs:
+    """Reads flags (which win) and environment variables (TGI's names) into LauncherArgs."""
+    try:
+        namespace = build_parser(environ).parse_args(list(argv))
+    except ValueError as error:  # a bad environment value; argparse handles bad flags itself
+        raise ConfigError(f"an environment variable has an invalid value: {error}") from error
+    values = vars(namespace)
+    token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")
+    return LauncherArgs(hf_token=token, **values)
+
+
+def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str, Any]) -> LauncherConfig:
+    """Fills TGI's model-dependent defaults from config.json and validates everything; raises ConfigError."""
+    max_positions = _max_position_embeddings(model_config)
+    max_total = args.max_total_tokens
+    if max_total is None:
+        max_total = min(max_positions or DEFAULT_MAX_TOTAL_TOKENS_CAP, DEFAULT_MAX_TOTAL_TOKENS_CAP)
+        if args.max_input_tokens is not None and args.max_input_tokens >= max_total:
+            max_total = args.max_input_tokens + 1
+    max_input = args.max_input_tokens if args.max_input_tokens is not None else max_total - 1
+    prefill = args.max_batch_prefill_tokens
+    if prefill is None:
+        prefill = max_input + PREFILL_HEADROOM_TOKENS
+    config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
+                            max_total_tokens=max_total, max_batch_prefill_tokens=prefill)
+    validate(config, max_positions)
+    return config
+
+
+def validate(config: LauncherConfig, max_position_embeddings: int | None) -> None:
+    """Raises ConfigError naming the first inconsistent value and how to fix it."""
+    for message in _problems(config, max_position_embeddings):
+        raise ConfigError(message)
+
+
+def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
+    args = config.args
+    problems = []
+    if args.num_shard != 1:
+        problems.append(f"--num-shard {args.num_shard} is not supported yet: tensor parallelism comes in a later "
+                        "release; use --num-shard 1")
+    if args.dtype is not None and args.dtype not in DEFAULT_DTYPES:
+        problems.append(f"--dtype {args.dtype!r} is not one of {', '.join(DEFAULT_DTYPES)}")
+    if config.max_input_tokens < 1:
+        problems.append(f"--max-input-tokens must be at least 1, got {config.max_input_tokens}")
+    if config.max_total_tokens <= config.max_input_tokens:
+        problems.append(f"--max-total-tokens ({config.max_total_tokens}) must be greater than --max-input-tokens "
+                        f"({config.max_input_tokens}) so that at least one token can be generated")
+    if max_positions is not None and config.max_total_tokens > max_positions:
+        problems.append(f"--max-total-tokens ({config.max_total_tokens}) exceeds the model's "
+                        f"max_position_embeddings ({max_positions}); lower it to at most {max_positions}")
+    if config.max_batch_prefill_tokens < 1:
+        problems.append(f"--max-batch-prefill-tokens must be at least 1, got {config.max_batch_prefill_tokens}")
+    total = args.max_batch_total_tokens
+    if total is not None and total < config.max_total_tokens:
+        problems.append(f"--max-batch-total-tokens ({total}) must be at least --max-total-tokens "
+                        f"({config.max_total_tokens}) so that one full request fits")
+    if total is not None and config.max_batch_prefill_tokens > total:
+        problems.append(f"--max-batch-prefill-tokens ({config.max_batch_prefill_tokens}) must be at most "
+                        f"--max-batch-total-tokens ({total})")
+    problems.extend(_positive_problems(args))
+    return problems
+
+
+def _positive_problems(args: LauncherArgs) -> list[str]:
+    checks = {"--max-concurrent-requests": args.max_concurrent_requests, "--max-batch-size": args.max_batch_size,
+              "--max-waiting-tokens": args.max_waiting_tokens, "--kv-cache-memory": args.kv_cache_memory}
+    problems = [f"{flag} must be positive, got {value}" for flag, value in checks.items()
+                if value is not None and value <= 0]
+    if args.waiting_served_ratio < 0:
+        problems.append(f"--waiting-served-ratio must be >= 0, got {args.waiting_served_ratio}")
+    if not 0 < args.port < 65536:
+        problems.append(f"--port must be between 1 and 65535, got {args.port}")
+    if args.graceful_termination_timeout < 0:
+        problems.append(f"--graceful-termination-timeout must be >= 0, got {args.graceful_termination_timeout}")
+    return problems
+
+
+def _max_position_embeddings(model_config: Mapping[str, Any]) -> int | None:
+    # Same fallbacks as TGI: different architectures name their context length differently.
+    for key in ("max_position_embeddings", "max_seq_len", "n_positions"):
+        value = model_config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
