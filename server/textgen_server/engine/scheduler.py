@@ -1,0 +1,355 @@
+"""Continuous batching with chunked prefill and preemption by recompute (no torch).
+
+Each `schedule()` builds one step, a list of StepItems for the shard:
+1. running sequences in decode get one token each; when a new KV block is missing, the NEWEST running
+   sequences are preempted (blocks freed, put back at the front of the queue, tokens kept) until it fits;
+2. running sequences with an unfinished prompt continue their prefill within the step's prefill budget;
+3. waiting sequences are admitted in FIFO order within the prefill budget, the batch size, the total-token
+   budget and the free KV blocks; the last one may get only a chunk of its prompt.
+Admission into a running batch follows TGI's router (backends/v3 batching_task + queue.next_batch): new
+sequences join only if at least floor(num_running * waiting_served_ratio) of them can join at once, unless
+the running batch has produced max_waiting_tokens steps since the last admission.
+`postprocess(step, generations)` then advances the sequences, appends sampled tokens and finishes them.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from textgen_server.engine.block_manager import BlockManager
+from textgen_server.engine.sequence import FinishReason, Sequence, SequenceStatus
+from textgen_server.protocol import Generation, StepItem
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Batching limits, with TGI's launcher flag names and defaults."""
+
+    max_batch_prefill_tokens: int
+    max_batch_total_tokens: int
+    max_batch_size: int | None = None
+    waiting_served_ratio: float = 0.3
+    max_waiting_tokens: int = 20
+    block_size: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_prefill_tokens", "max_batch_total_tokens", "block_size", "max_waiting_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SchedulerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ValueError(f"SchedulerConfig.max_batch_size must be >= 1 or None, got {self.max_batch_size}")
+        if self.waiting_served_ratio < 0:
+            raise ValueError(
+                f"SchedulerConfig.waiting_served_ratio must be >= 0, got {self.waiting_served_ratio}"
+            )
+
+
+@dataclass(frozen=True)
+class ScheduledStep:
+    """One step to run: `items` go to the shard; `seqs[i]` computes `items[i]` (same order)."""
+
+    items: list[StepItem]
+    seqs: list[Sequence]
+    is_prefill: bool                  # send as Prefill (any multi-token or first item), else Decode
+    num_prefill_tokens: int           # tokens computed by prompt chunks / recomputation in this step
+    preempted_request_ids: list[int] = field(default_factory=list)
+    admitted_request_ids: list[int] = field(default_factory=list)
+
+    @property
+    def num_sampled(self) -> int:
+        return sum(1 for item in self.items if item.sample)
+
+
+@dataclass(frozen=True)
+class SequenceUpdate:
+    """What the router streams for one sampled token: the token (with logprobs) and whether it ended the request."""
+
+    request_id: int
+    generation: Generation
+    finish_reason: FinishReason | None
+
+    @property
+    def token_id(self) -> int:
+        return self.generation.token.id
+
+
+@dataclass
+class _StepPlan:
+    """The mutable draft of a step while schedule() builds it."""
+
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)
+    prefill_budget: int = 0
+    num_running_tokens: int = 0
+    preempted: list[Sequence] = field(default_factory=list)
+    admitted: list[Sequence] = field(default_factory=list)
+
+    def add(self, seq: Sequence, num_tokens: int) -> None:
+        self.seqs.append(seq)
+        self.num_new_tokens.append(num_tokens)
+
+
+class Scheduler:
+    """Decides, step by step, which tokens of which sequences the shard computes; keeps KV blocks in step."""
+
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        if config.block_size != block_manager.block_size:
+            raise ValueError(
+                f"SchedulerConfig.block_size={config.block_size} differs from the BlockManager's"
+                f" block_size={block_manager.block_size}; build both from the shard's warmup result"
+            )
+        self.config = config
+        self.block_manager = block_manager
+        # Both keyed by request id, in order: waiting is FIFO (preempted ones moved to the front), running is
+        # oldest-admitted first, so the newest (the preemption victim) is popped from the end in O(1).
+        self._waiting: OrderedDict[int, Sequence] = OrderedDict()
+        self._running: OrderedDict[int, Sequence] = OrderedDict()
+        # Steps run since the last admission, counting the admitting step (TGI's `waiting_tokens`).
+        self._num_steps_since_admission = 0
+        # Requests whose shard-side state may be dropped (finished, aborted, preempted); the router drains
+        # this after each step and calls the shard's FilterBatch before sending the next step.
+        self.finished_request_ids: list[int] = []
+
+    # ---- queue ------------------------------------------------------------------------------------------
+    def add(self, seq: Sequence) -> None:
+        """Queues a new request (the router already checked that it fits the KV cache alone)."""
+        if seq.request_id in self._waiting or seq.request_id in self._running:
+            raise ValueError(f"request id {seq.request_id} is already scheduled; ids must be unique")
+        if seq.status is not SequenceStatus.WAITING or seq.block_ids:
+            raise ValueError(f"add: {seq!r} must be a fresh WAITING sequence without blocks")
+        self._waiting[seq.request_id] = seq
+
+    def abort(self, request_id: int, reason: FinishReason | None = None) -> bool:
+        """Drops a waiting or running request and frees its blocks; False when it is not scheduled here.
+
+        For client disconnects and stop sequences. A generation still in flight for it is ignored later.
+        """
+        seq = self._waiting.pop(request_id, None)
+        if seq is None:
+            seq = self._running.pop(request_id, None)
+            if seq is None:
+                return False
+            self.finished_request_ids.append(request_id)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+        return True
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    def kv_usage(self) -> float:
+        """Fraction of KV blocks held by sequences (cached-but-free blocks count as free)."""
+        return self.block_manager.usage()
+
+    def take_finished_request_ids(self) -> list[int]:
+        """Returns and clears the ids whose shard state may be dropped (finished, aborted or preempted)."""
+        ids, self.finished_request_ids = self.finished_request_ids, []
+        return ids
+
+    # ---- schedule ---------------------------------------------------------------------------------------
+    def schedule(self) -> ScheduledStep | None:
+        """Builds the next step, or returns None when there is nothing to run."""
+        if not self.has_work():
+            return None
+        plan = _StepPlan(prefill_budget=self.config.max_batch_prefill_tokens)
+        self._schedule_running(plan)
+        if not plan.preempted:
+            # Just-preempted sequences cannot fit this step; TGI's rule decides whether others join now.
+            self._admit_waiting(plan)
+        if plan.admitted:
+            self._num_steps_since_admission = 1
+        else:
+            self._num_steps_since_admission += 1
+        if not plan.seqs:
+            raise RuntimeError(f"scheduler produced an empty step with work pending: {self._describe()}")
+        return self._build_step(plan)
+
+    def _schedule_running(self, plan: _StepPlan) -> None:
+        """Gives every running sequence its next tokens, preempting the newest ones when blocks run out."""
+        for seq in list(self._running.values()):
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            if seq.num_uncomputed_tokens > 1:
+                self._continue_prefill(seq, plan)
+            elif self._make_room(seq, plan):
+                self.block_manager.append(seq)
+                plan.add(seq, 1)
+            if seq.status is SequenceStatus.RUNNING:
+                plan.num_running_tokens += seq.num_tokens
+
+    def _continue_prefill(self, seq: Sequence, plan: _StepPlan) -> None:
+        num_tokens = min(seq.num_uncomputed_tokens, plan.prefill_budget)
+        if num_tokens > 0:
+            plan.prefill_budget -= num_tokens
+            plan.add(seq, num_tokens)
+
+    def _make_room(self, seq: Sequence, plan: _StepPlan) -> bool:
+        """Preempts the newest running sequences until `seq` can grow; False if `seq` itself was preempted."""
+        while not self.block_manager.can_append(seq):
+            victim = next(reversed(self._running.values()))
+            if victim is seq and len(self._running) == 1:
+                raise RuntimeError(
+                    f"{seq!r} does not fit the KV cache alone ({self.block_manager.num_blocks} blocks of"
+                    f" {self.block_manager.block_size}); the router must reject requests whose prompt +"
+                    " max_new_tokens exceed the cache"
+                )
+            self._preempt(victim, plan)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence, plan: _StepPlan) -> None:
+        """Recompute-style preemption: drop the KV blocks, keep every token, requeue at the front."""
+        del self._running[seq.request_id]
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self._waiting[seq.request_id] = seq
+        self._waiting.move_to_end(seq.request_id, last=False)
+        self.finished_request_ids.append(seq.request_id)
+        plan.preempted.append(seq)
+
+    # ---- admission --------------------------------------------------------------------------------------
+    def _admit_waiting(self, plan: _StepPlan) -> None:
+        min_size = self._min_admission_size()
+        if len(self._waiting) < max(min_size, 1):
+            return
+        num_items_before, budget_before = len(plan.seqs), plan.prefill_budget
+        while self._waiting and self._can_admit(next(iter(self._waiting.values())), plan):
+            _, seq = self._waiting.popitem(last=False)
+            self._admit(seq, plan)
+        if len(plan.admitted) < min_size:
+            self._undo_admissions(plan)
+            del plan.seqs[num_items_before:], plan.num_new_tokens[num_items_before:]
+            plan.prefill_budget = budget_before
+
+    def _min_admission_size(self) -> int:
+        """TGI's rule: with a batch running, join only in groups of floor(batch * ratio), unless it waited long."""
+        if not self._running or self._num_steps_since_admission >= self.config.max_waiting_tokens:
+            return 0
+        return math.floor(len(self._running) * self.config.waiting_served_ratio)
+
+    def _can_admit(self, seq: Sequence, plan: _StepPlan) -> bool:
+        config = self.config
+        if plan.prefill_budget <= 0:
+            return False
+        if config.max_batch_size is not None and len(self._running) >= config.max_batch_size:
+            return False
+        # A request longer than the total budget may still run alone; otherwise it would wait forever.
+        batch_is_empty = not self._running
+        if not batch_is_empty and plan.num_running_tokens + seq.num_tokens > config.max_batch_total_tokens:
+            return False
+        return self.block_manager.can_allocate(seq)
+
+    def _admit(self, seq: Sequence, plan: _StepPlan) -> None:
+        self.block_manager.allocate(seq)
+        seq.status = SequenceStatus.RUNNING
+        seq.needs_params = True
+        self._running[seq.request_id] = seq
+        plan.admitted.append(seq)
+        plan.num_running_tokens += seq.num_tokens
+        self._continue_prefill(seq, plan)
+
+    def _undo_admissions(self, plan: _StepPlan) -> None:
+        """Puts back a group too small for TGI's ratio rule, in its original order at the queue front."""
+        for seq in reversed(plan.admitted):
+            del self._running[seq.request_id]
+            self.block_manager.free(seq)
+            seq.status = SequenceStatus.WAITING
+            seq.needs_params = False
+            self._waiting[seq.request_id] = seq
+            self._waiting.move_to_end(seq.request_id, last=False)
+            plan.num_running_tokens -= seq.num_tokens
+        plan.admitted = []
+
+    # ---- step building ------------------------------------------------------------------------------------
+    def _build_step(self, plan: _StepPlan) -> ScheduledStep:
+        items = [self._build_item(seq, n) for seq, n in zip(plan.seqs, plan.num_new_tokens)]
+        num_prefill_tokens = self.config.max_batch_prefill_tokens - plan.prefill_budget
+        is_prefill = any(len(item.token_ids) > 1 or item.params is not None for item in items)
+        return ScheduledStep(
+            items=items,
+            seqs=list(plan.seqs),
+            is_prefill=is_prefill,
+            num_prefill_tokens=num_prefill_tokens,
+            preempted_request_ids=[seq.request_id for seq in plan.preempted],
+            admitted_request_ids=[seq.request_id for seq in plan.admitted],
+        )
+
+    @staticmethod
+    def _build_item(seq: Sequence, num_tokens: int) -> StepItem:
+        start = seq.num_computed_tokens
+        end = start + num_tokens
+        first = seq.needs_params
+        seq.needs_params = False
+        return StepItem(
+            request_id=seq.request_id,
+            token_ids=seq.token_ids[start:end],
+            start_pos=start,
+            block_ids=list(seq.block_ids),
+            sample=end == seq.num_tokens,
+            params=seq.params if first else None,
+            prefix_token_ids=seq.token_ids[:start] if first else [],
+            num_prompt_tokens=seq.num_prompt_tokens if first else 0,
+        )
+
+    # ---- postprocess --------------------------------------------------------------------------------------
+    def postprocess(self, step: ScheduledStep, generations: list[Generation]) -> list[SequenceUpdate]:
+        """Applies a finished step: advances sequences, appends sampled tokens, finishes and frees them.
+
+        `generations` holds one Generation per item with sample=True, in item order (the shard's contract).
+        Sequences aborted while the step was in flight are skipped.
+        """
+        _check_generations(step, generations)
+        pending = iter(generations)
+        updates: list[SequenceUpdate] = []
+        for item, seq in zip(step.items, step.seqs):
+            generation = next(pending) if item.sample else None
+            if seq.status is not SequenceStatus.RUNNING:
+                continue
+            seq.num_computed_tokens += len(item.token_ids)
+            self.block_manager.register_computed_blocks(seq)
+            if generation is not None:
+                updates.append(self._append_token(seq, generation))
+        return updates
+
+    def _append_token(self, seq: Sequence, generation: Generation) -> SequenceUpdate:
+        token_id = generation.token.id
+        seq.token_ids.append(token_id)
+        reason = seq.finish_reason_after(token_id)
+        if reason is not None:
+            self._finish(seq, reason)
+        return SequenceUpdate(request_id=seq.request_id, generation=generation, finish_reason=reason)
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        del self._running[seq.request_id]
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+        self.finished_request_ids.append(seq.request_id)
+
+    def _describe(self) -> str:
+        return (
+            f"{self.num_running} running, {self.num_waiting} waiting,"
+            f" {self.block_manager.num_free_blocks}/{self.block_manager.num_blocks} blocks free"
+        )
+
+
+def _check_generations(step: ScheduledStep, generations: list[Generation]) -> None:
+    expected = [item.request_id for item in step.items if item.sample]
+    received = [generation.request_id for generation in generations]
+    if expected != received:
+        raise ValueError(
+            f"postprocess: the shard returned generations for requests {received}, expected {expected}"
+            " (one per item with sample=True, in item order); the router and shard disagree on the step"
+        )
