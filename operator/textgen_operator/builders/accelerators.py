@@ -1,0 +1,87 @@
+"""What each accelerator type adds to a pod: a registry, not an if/elif chain."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from textgen_operator.names import Body
+
+EnvList = list[dict[str, Any]]
+
+# TGI-on-Gaudi environment names for spec.gaudi fields (same meaning and defaults as TGI on Gaudi).
+GAUDI_ENV = {
+    "batchBucketSize": "BATCH_BUCKET_SIZE",
+    "prefillBatchBucketSize": "PREFILL_BATCH_BUCKET_SIZE",
+    "padSequenceToMultipleOf": "PAD_SEQUENCE_TO_MULTIPLE_OF",
+    "hpuGraphs": "ENABLE_HPU_GRAPH",
+    "limitHpuGraphs": "LIMIT_HPU_GRAPH",
+    "flashAttention": "USE_FLASH_ATTENTION",
+    "flashAttentionRecompute": "FLASH_ATTENTION_RECOMPUTE",
+    "warmup": "WARMUP_ENABLED",
+    "queueThresholdMs": "QUEUE_THRESHOLD_MS",
+    "quantConfig": "QUANT_CONFIG",
+}
+# Hugepages per Gaudi card: the Habana runtime maps host buffers for DMA from 2 MiB pages.
+GAUDI_HUGEPAGES_GIB_PER_CARD = 1
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def gaudi_env(spec: Body) -> EnvList:
+    """Gaudi environment: the seed's knobs from spec.gaudi, plus what multi-card collectives need."""
+    count = int(spec["accelerator"].get("count", 1))
+    # Open MPI's shared-memory transport cannot use CMA inside an unprivileged container.
+    env: EnvList = [{"name": "OMPI_MCA_btl_vader_single_copy_mechanism", "value": "none"}]
+    if count > 1:
+        env.append({"name": "PT_HPU_ENABLE_LAZY_COLLECTIVES", "value": "true"})
+    knobs = spec.get("gaudi", {})
+    env += [{"name": GAUDI_ENV[k], "value": _env_value(knobs[k])} for k in GAUDI_ENV if k in knobs]
+    return env
+
+
+def nvidia_env(spec: Body) -> EnvList:
+    """NVIDIA environment. Devices come from the device plugin (never CUDA_VISIBLE_DEVICES here).
+
+    Sharded pods talk over NCCL through /dev/shm (mounted by the builder); pods have no InfiniBand, so NCCL must
+    not wait for it.
+    """
+    if int(spec["accelerator"].get("count", 1)) > 1:
+        return [{"name": "NCCL_IB_DISABLE", "value": "1"}]
+    return []
+
+
+def no_env(spec: Body) -> EnvList:
+    return []
+
+
+@dataclass(frozen=True)
+class AcceleratorProfile:
+    """How one accelerator type shows up in a pod."""
+
+    resource: str | None                # extended resource requested per device; None for cpu
+    taint_key: str | None               # the taint accelerator nodes carry; tolerated automatically
+    capabilities: tuple[str, ...]       # added back after dropping ALL
+    env: Callable[[Body], EnvList]
+    hugepages_gib_per_device: int = 0
+
+
+ACCELERATORS: dict[str, AcceleratorProfile] = {
+    "nvidia": AcceleratorProfile("nvidia.com/gpu", "nvidia.com/gpu", (), nvidia_env),
+    # SYS_NICE: the Habana runtime pins its threads and raises their priority.
+    "gaudi": AcceleratorProfile("habana.ai/gaudi", "habana.ai/gaudi", ("SYS_NICE",), gaudi_env,
+                                GAUDI_HUGEPAGES_GIB_PER_CARD),
+    "cpu": AcceleratorProfile(None, None, (), no_env),
+}
+
+
+def profile_for(spec: Body) -> AcceleratorProfile:
+    """The profile of spec.accelerator.type (the CRD's enum guarantees one exists)."""
+    kind = spec["accelerator"]["type"]
+    if kind not in ACCELERATORS:
+        raise ValueError(f"spec.accelerator.type {kind!r} is not one of {sorted(ACCELERATORS)}")
+    return ACCELERATORS[kind]

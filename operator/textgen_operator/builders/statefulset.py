@@ -1,0 +1,125 @@
+"""The StatefulSet: one pod per replica, accelerator.count devices (= shards) per pod."""
+from __future__ import annotations
+
+from typing import Any
+
+from textgen_operator.builders.accelerators import profile_for
+from textgen_operator.builders.container import PRESTOP_SLEEP_SECONDS, build_container
+from textgen_operator.config import OperatorConfig
+from textgen_operator.names import (
+    ANNOTATION_TEMPLATE_HASH,
+    Body,
+    child_metadata,
+    common_labels,
+    headless_service_name,
+    selector_labels,
+    stable_hash,
+    tgs_name,
+)
+
+SERVER_UID = 1000
+
+
+def build_shm_size(spec: Body) -> str:
+    """/dev/shm for collectives between shards: the spec's size, else 1Gi per shard."""
+    return str(spec.get("sharedMemorySize") or f"{int(spec['accelerator'].get('count', 1))}Gi")
+
+
+def build_volumes(spec: Body) -> list[dict[str, Any]]:
+    """shm (memory-backed), tmp (the root filesystem is read-only), and the model cache unless PerReplica."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": build_shm_size(spec)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    cache = spec.get("cache", {})
+    mode = cache.get("mode", "None")
+    if mode == "Shared":
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache["existingClaim"]}})
+    elif mode == "None":
+        volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": str(cache.get("size", "100Gi"))}})
+    return volumes
+
+
+def build_volume_claim_templates(spec: Body) -> list[dict[str, Any]]:
+    """One claim per replica with cache.mode PerReplica (weights survive pod restarts); none otherwise."""
+    cache = spec.get("cache", {})
+    if cache.get("mode", "None") != "PerReplica":
+        return []
+    claim_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                  "resources": {"requests": {"storage": str(cache.get("size", "100Gi"))}}}
+    if cache.get("storageClassName"):
+        claim_spec["storageClassName"] = cache["storageClassName"]
+    return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "model-cache"}, "spec": claim_spec}]
+
+
+def build_tolerations(spec: Body) -> list[dict[str, Any]]:
+    """The accelerator nodes' taint is tolerated automatically; the user's tolerations follow."""
+    profile = profile_for(spec)
+    own = [{"key": profile.taint_key, "operator": "Exists", "effect": "NoSchedule"}] if profile.taint_key else []
+    return own + [dict(t) for t in spec.get("scheduling", {}).get("tolerations", [])]
+
+
+def build_pod_spec(tgs: Body, config: OperatorConfig) -> dict[str, Any]:
+    """The pod spec: container, volumes, identity, security and scheduling."""
+    spec = tgs["spec"]
+    scheduling = spec.get("scheduling", {})
+    drain = int(spec.get("drain", {}).get("gracePeriodSeconds", 60))
+    pod: dict[str, Any] = {
+        "serviceAccountName": tgs_name(tgs),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,     # hundreds of Services would otherwise become env variables
+        "terminationGracePeriodSeconds": drain + PRESTOP_SLEEP_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID, "fsGroup": SERVER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            # Port 80 without CAP_NET_BIND_SERVICE (a namespaced, "safe" sysctl).
+            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+        },
+        "containers": [build_container(spec, config)],
+        "volumes": build_volumes(spec),
+    }
+    tolerations = build_tolerations(spec)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    for field in ("nodeSelector", "affinity", "priorityClassName", "runtimeClassName"):
+        if scheduling.get(field):
+            pod[field] = scheduling[field]
+    return pod
+
+
+def build_pod_template(tgs: Body, config: OperatorConfig) -> dict[str, Any]:
+    """Pod template with labels (ours win over spec.podLabels) and a hash of itself as an annotation."""
+    spec = tgs["spec"]
+    template: dict[str, Any] = {
+        "metadata": {"labels": {**spec.get("podLabels", {}), **common_labels(tgs)}},
+        "spec": build_pod_spec(tgs, config),
+    }
+    annotations = dict(spec.get("podAnnotations", {}))
+    annotations[ANNOTATION_TEMPLATE_HASH] = stable_hash(template)
+    template["metadata"]["annotations"] = annotations
+    return template
+
+
+def build_statefulset(tgs: Body, config: OperatorConfig) -> Body:
+    """The StatefulSet of one TGS.
+
+    Spec changes roll pods with RollingUpdate; partition stays 0 here and is the lever a surge/warm rollout
+    controller moves later. Pods are independent replicas, so they start and stop in parallel.
+    """
+    spec = tgs["spec"]
+    sts_spec: dict[str, Any] = {
+        "replicas": int(spec.get("replicas", 1)),
+        "serviceName": headless_service_name(tgs),
+        "selector": {"matchLabels": selector_labels(tgs)},
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+        "revisionHistoryLimit": 5,
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+        "template": build_pod_template(tgs, config),
+    }
+    claims = build_volume_claim_templates(spec)
+    if claims:
+        sts_spec["volumeClaimTemplates"] = claims
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": child_metadata(tgs, tgs_name(tgs)), "spec": sts_spec}
