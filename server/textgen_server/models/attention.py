@@ -1,0 +1,146 @@
+"""The one paged-attention integration, serving every supported architecture.
+
+It is registered in transformers' attention-function registry under ATTENTION_NAME; a model loaded with
+`attn_implementation=ATTENTION_NAME` calls `paged_attention_forward` from each attention layer with q/k/v
+after rotary embeddings. transformers builds no dense mask for an implementation missing from its mask
+registry, so the step metadata (AttentionMetadata, passed as the `textgen_step` forward kwarg, which
+transformers forwards down to this function) is the only source of truth about who attends to what.
+
+The kernel is chosen here, once, per device type (KERNELS): torch SDPA on CPU now; CUDA flash-attn and Gaudi
+kernels plug in beside it later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from textgen_server.models.attention_metadata import AttentionMetadata, ChunkSegment, DecodeBatch
+from textgen_server.models.kv_cache import PagedKVCache
+
+ATTENTION_NAME = "textgen_paged"
+
+# (query [B, H, Lq, D], key [B, H_kv, Lk, D], value, mask [B|1, 1, Lq, Lk] bool or None, is_causal, scale)
+#   -> [B, H, Lq, D]
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, bool, float], torch.Tensor]
+
+
+def _sdpa_kernel(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, scale: float
+) -> torch.Tensor:
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=True
+    )
+
+
+KERNELS: dict[str, Kernel] = {"cpu": _sdpa_kernel, "cuda": _sdpa_kernel}
+
+
+def select_kernel(device_type: str) -> Kernel:
+    """The attention kernel for a device type; the single place a backend is chosen."""
+    if device_type not in KERNELS:
+        raise ValueError(f"no attention kernel for device type {device_type!r}; supported: {sorted(KERNELS)}")
+    return KERNELS[device_type]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel."""
+
+    metadata: AttentionMetadata
+    cache: PagedKVCache
+    kernel: Kernel
+
+
+def paged_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sliding_window: int | None = None,
+    textgen_step: StepContext | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """Write this step's keys/values into the paged cache, then attend. query [1, H, T, D] -> [1, T, H, D]."""
+    if textgen_step is None:
+        raise RuntimeError(f"{ATTENTION_NAME} attention needs the textgen_step forward kwarg (use the ModelRunner)")
+    step, layer_idx = textgen_step, module.layer_idx  # type: ignore[attr-defined]
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    new_keys, new_values = key[0].transpose(0, 1), value[0].transpose(0, 1)  # [T, H_kv, D]
+    step.cache.write(layer_idx, step.metadata.slot_mapping, new_keys, new_values)
+    out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, H, D]
+    for chunk in step.metadata.chunks:
+        out[chunk.q_start : chunk.q_end] = _chunk_attention(
+            step, layer_idx, chunk, query, key, value, scale, sliding_window
+        )
+    if step.metadata.decode is not None:
+        decode = step.metadata.decode
+        out[decode.token_rows] = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
+    return out.unsqueeze(0), None
+
+
+def _chunk_attention(
+    step: StepContext,
+    layer_idx: int,
+    chunk: ChunkSegment,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """Causal attention of a prompt chunk over its cached prefix and itself; returns [n, H, D]."""
+    q = query[:, :, chunk.q_start : chunk.q_end]  # [1, H, n, D]
+    num_tokens = chunk.q_end - chunk.q_start
+    if chunk.start_pos == 0 and sliding_window is None:
+        # Nothing cached before the chunk: its own keys suffice and the kernel's causal mode is exact.
+        k, v = key[:, :, chunk.q_start : chunk.q_end], value[:, :, chunk.q_start : chunk.q_end]
+        return step.kernel(q, k, v, None, True, scale)[0].transpose(0, 1)
+    context_len = chunk.start_pos + num_tokens
+    # Keys older than the window of the chunk's first query are never attended: skip gathering them.
+    first_key = 0 if sliding_window is None else max(0, chunk.start_pos - sliding_window + 1)
+    keys, values = step.cache.gather(layer_idx, chunk.block_table.unsqueeze(0))  # [1, L, H_kv, D]
+    k = keys[:, first_key:context_len].transpose(1, 2)
+    v = values[:, first_key:context_len].transpose(1, 2)
+    q_pos = torch.arange(chunk.start_pos, context_len, device=q.device).unsqueeze(1)  # [n, 1]
+    k_pos = torch.arange(first_key, context_len, device=q.device).unsqueeze(0)  # [1, L']
+    mask = _allowed(q_pos, k_pos, sliding_window)
+    return step.kernel(q, k, v, mask[None, None], False, scale)[0].transpose(0, 1)
+
+
+def _decode_attention(
+    step: StepContext,
+    layer_idx: int,
+    decode: DecodeBatch,
+    query: torch.Tensor,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """One query token per request over its cached keys, as one padded batch; returns [B, H, D]."""
+    q = query[0][:, decode.token_rows].transpose(0, 1).unsqueeze(2)  # [B, H, 1, D]
+    keys, values = step.cache.gather(layer_idx, decode.block_tables)  # [B, L, H_kv, D]
+    k_pos = torch.arange(keys.shape[1], device=q.device).unsqueeze(0)  # [1, L]
+    mask = _allowed(decode.positions.unsqueeze(1), k_pos, sliding_window)  # [B, L]
+    mask &= k_pos < decode.context_lens.unsqueeze(1)
+    out = step.kernel(q, keys.transpose(1, 2), values.transpose(1, 2), mask[:, None, None, :], False, scale)
+    return out.squeeze(2)
+
+
+def _allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, sliding_window: int | None) -> torch.Tensor:
+    """Causal mask, narrowed to the sliding window exactly as transformers does (q - k < window)."""
+    mask = k_pos <= q_pos
+    if sliding_window is not None:
+        mask &= k_pos > q_pos - sliding_window
+    return mask
+
+
+def register_paged_attention() -> str:
+    """Register the paged attention with transformers (idempotent); returns its attn_implementation name."""
+    AttentionInterface.register(ATTENTION_NAME, paged_attention_forward)
+    return ATTENTION_NAME

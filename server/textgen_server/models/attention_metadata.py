@@ -1,0 +1,101 @@
+"""Per-step metadata that tells the paged attention where each item's tokens are and where their KV lives.
+
+A step runs the model on one flattened ragged batch: the token ids of every item, concatenated, as
+input_ids [1, T]. Items of one token (decode) are attended to together in one padded batch; longer items
+(prompt chunks) one by one, causally over their cached prefix plus the chunk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from textgen_server.protocol import StepItem
+
+
+@dataclass(frozen=True)
+class ChunkSegment:
+    """A multi-token item: its query rows [q_start, q_end) of the flattened batch, at positions start_pos..."""
+
+    q_start: int
+    q_end: int
+    start_pos: int
+    block_table: torch.Tensor  # [N] the blocks covering positions [0, start_pos + q_end - q_start)
+
+
+@dataclass(frozen=True)
+class DecodeBatch:
+    """The single-token items of a step, attended to as one padded batch."""
+
+    token_rows: torch.Tensor     # [B] rows of the flattened batch
+    block_tables: torch.Tensor   # [B, N] padded with block 0 (masked out by context_lens)
+    positions: torch.Tensor      # [B] the position of each query token
+    context_lens: torch.Tensor   # [B] keys to attend to: positions [0, position]
+
+
+@dataclass(frozen=True)
+class AttentionMetadata:
+    """Everything the attention function needs for one forward step (tensors on the model's device)."""
+
+    slot_mapping: torch.Tensor          # [T] cache slot of each new token
+    chunks: list[ChunkSegment]
+    decode: DecodeBatch | None
+    input_ids: torch.Tensor             # [1, T]
+    position_ids: torch.Tensor          # [1, T]
+    sample_rows: torch.Tensor           # [S] rows whose logits are needed, in item order
+
+
+def build_attention_metadata(items: list[StepItem], block_size: int, device: torch.device) -> AttentionMetadata:
+    """Flatten `items` into one ragged batch; check every block table covers the item's positions."""
+    token_ids: list[int] = []
+    positions: list[int] = []
+    slots: list[int] = []
+    chunks: list[ChunkSegment] = []
+    decode_items: list[tuple[int, StepItem]] = []
+    sample_rows: list[int] = []
+    for item in items:
+        _check_item(item, block_size)
+        row = len(token_ids)
+        item_positions = range(item.start_pos, item.start_pos + len(item.token_ids))
+        token_ids.extend(item.token_ids)
+        positions.extend(item_positions)
+        slots.extend(item.block_ids[p // block_size] * block_size + p % block_size for p in item_positions)
+        if len(item.token_ids) == 1:
+            decode_items.append((row, item))
+        else:
+            table = torch.tensor(item.block_ids, dtype=torch.long, device=device)
+            chunks.append(ChunkSegment(row, row + len(item.token_ids), item.start_pos, table))
+        if item.sample:
+            sample_rows.append(row + len(item.token_ids) - 1)
+    return AttentionMetadata(
+        slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
+        chunks=chunks,
+        decode=_build_decode_batch(decode_items, device) if decode_items else None,
+        input_ids=torch.tensor([token_ids], dtype=torch.long, device=device),
+        position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+        sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device),
+    )
+
+
+def _build_decode_batch(decode_items: list[tuple[int, StepItem]], device: torch.device) -> DecodeBatch:
+    max_blocks = max(len(item.block_ids) for _, item in decode_items)
+    # Pad with block 0: its keys are masked out because they lie beyond the request's context length.
+    tables = [item.block_ids + [0] * (max_blocks - len(item.block_ids)) for _, item in decode_items]
+    return DecodeBatch(
+        token_rows=torch.tensor([row for row, _ in decode_items], dtype=torch.long, device=device),
+        block_tables=torch.tensor(tables, dtype=torch.long, device=device),
+        positions=torch.tensor([item.start_pos for _, item in decode_items], dtype=torch.long, device=device),
+        context_lens=torch.tensor([item.start_pos + 1 for _, item in decode_items], dtype=torch.long, device=device),
+    )
+
+
+def _check_item(item: StepItem, block_size: int) -> None:
+    if not item.token_ids:
+        raise ValueError(f"request {item.request_id}: a step item needs at least one token, got none")
+    needed = -(-(item.start_pos + len(item.token_ids)) // block_size)
+    if len(item.block_ids) < needed:
+        raise ValueError(
+            f"request {item.request_id}: {len(item.block_ids)} blocks cannot hold positions up to "
+            f"{item.start_pos + len(item.token_ids)} with block size {block_size} (need {needed}); "
+            "the router must allocate blocks before scheduling tokens"
+        )
