@@ -1,0 +1,15 @@
+"""The operator's own Prometheus metrics."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("textgen_operator_reconciles_total", "Reconciles finished, by result.", ["result"])
+RECONCILE_SECONDS = Histogram(
+    "textgen_operator_reconcile_duration_seconds", "Wall time of one reconcile.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+RECONCILE_ERRORS = Counter("textgen_operator_reconcile_errors_total", "Reconciles that raised, by error kind.",
+                           ["kind"])
+API_REQUESTS = Counter("textgen_operator_api_requests_total", "Kubernetes API requests sent by the reconciler.",
+                       ["verb", "resource"])
+APPLIES = Counter("textgen_operator_applies_total", "Server-side applies sent, by kind.", ["kind"])
+QUEUE_DEPTH = Gauge("textgen_operator_queue_depth", "TextGenerationServices waiting for a reconcile.")

@@ -1,0 +1,192 @@
+"""One reconcile of one TGS (read -> plan -> apply -> status), and the queue that runs them.
+
+Level-triggered: every event (the TGS, a child, a pod, a node) only enqueues the owner's key; the reconcile
+reads current state and converges. Same inputs -> no writes.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from textgen_operator import GROUP, VERSION
+from textgen_operator.builders import build_desired
+from textgen_operator.config import OperatorConfig
+from textgen_operator.kube import ApiError, Kube
+from textgen_operator.metrics import APPLIES, QUEUE_DEPTH, RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
+from textgen_operator.names import Body, selector_string
+from textgen_operator.plan import object_key, plan_applies
+from textgen_operator.problems import Problem, find_problems
+from textgen_operator.status import Transition, build_status, build_transitions, status_changed
+
+log = logging.getLogger("textgen_operator.reconciler")
+TGS_KIND = f"{GROUP}/{VERSION}/TextGenerationService"
+Key = tuple[str, str]   # (namespace, name)
+
+
+@dataclass
+class NodeCapacity:
+    """Most devices of each accelerator resource any node offers, kept current by node events."""
+
+    per_node: dict[str, dict[str, int]] = field(default_factory=dict)
+    known: bool = False
+
+    def update(self, node_name: str, allocatable: dict[str, str] | None) -> None:
+        devices = {k: int(v) for k, v in (allocatable or {}).items() if k in ("nvidia.com/gpu", "habana.ai/gaudi")}
+        if allocatable is None:
+            self.per_node.pop(node_name, None)
+        else:
+            self.per_node[node_name] = devices
+        self.known = True
+
+    def largest(self) -> dict[str, int] | None:
+        """resource -> most devices on one node; None until the node list has been seen."""
+        if not self.known:
+            return None
+        largest: dict[str, int] = {}
+        for devices in self.per_node.values():
+            for resource, count in devices.items():
+                largest[resource] = max(largest.get(resource, 0), count)
+        return largest
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _read_children(kube: Kube, desired: list[Body]) -> dict[tuple[str, str], Body | None]:
+    keys = [object_key(o) for o in desired]
+    namespace = desired[0]["metadata"]["namespace"]
+    found = await asyncio.gather(*(kube.get(k[0], namespace, k[1]) for k in keys))
+    return dict(zip(keys, found))
+
+
+async def _apply_all(kube: Kube, to_apply: list[Body], observed: dict[tuple[str, str], Body | None]) -> list[Problem]:
+    """Applies in order; an API rejection becomes a problem the user sees, not a crash loop."""
+    for obj in to_apply:
+        try:
+            observed[object_key(obj)] = await kube.apply(obj)
+            APPLIES.labels(kind=obj["kind"]).inc()
+        except ApiError as error:
+            if error.status in (401, 403) or error.status >= 500:
+                raise
+            return [Problem("ApplyRejected", f"the API server rejected {obj['kind']} {obj['metadata']['name']}: "
+                                             f"{error.message}. Fix the TextGenerationService spec accordingly "
+                                             "(immutable fields such as spec.cache need a new object)")]
+    return []
+
+
+def _event(tgs: Body, transition: Transition, now: str) -> Body:
+    meta = tgs["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TextGenerationService",
+                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                           "resourceVersion": meta.get("resourceVersion", "")},
+        "type": transition.event_type, "reason": transition.reason, "message": transition.message[:1024],
+        "source": {"component": "textgen-operator"}, "reportingComponent": "textgen-operator",
+        "reportingInstance": "textgen-operator", "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+
+
+async def reconcile(kube: Kube, config: OperatorConfig, nodes: NodeCapacity, key: Key) -> bool:
+    """Converges one TGS. Returns True when it is blocked on something outside it (retry later)."""
+    namespace, name = key
+    tgs = await kube.get(TGS_KIND, namespace, name)
+    if tgs is None or tgs["metadata"].get("deletionTimestamp"):
+        return False    # garbage collection removes the children through their owner references
+    desired = build_desired(tgs, config)
+    ref = tgs["spec"]["model"].get("tokenSecretRef")
+    observed, pods, secret_exists = await asyncio.gather(
+        _read_children(kube, desired), kube.list("v1/Pod", namespace, selector_string(tgs)),
+        kube.exists("v1/Secret", namespace, ref["name"]) if ref else asyncio.sleep(0, None))
+    problems = find_problems(tgs, secret_exists, nodes.largest())
+    if not any(p.blocking for p in problems):
+        to_apply = plan_applies(desired, observed)
+        problems += await _apply_all(kube, to_apply, observed)
+    sts = observed.get(object_key(desired[-1]))
+    now = _now()
+    status = build_status(tgs, sts, pods, problems, now)
+    old = tgs.get("status", {})
+    if status_changed(old, status):
+        await kube.patch_status(namespace, name, status)
+        for transition in build_transitions(old.get("conditions", []), status["conditions"]):
+            await kube.create_event(_event(tgs, transition, now))
+    return any(p.blocking for p in problems)
+
+
+ReconcileFn = Callable[[Key], Awaitable[bool]]
+
+
+class Queue:
+    """Runs at most one reconcile per key at a time; events during a run coalesce into one more run."""
+
+    def __init__(self, reconcile_fn: ReconcileFn, max_concurrent: int, blocked_retry_seconds: float) -> None:
+        self._reconcile = reconcile_fn
+        self._limit = asyncio.Semaphore(max_concurrent)
+        self._retry_seconds = blocked_retry_seconds
+        self._running: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self.blocked: set[Key] = set()      # keys whose last reconcile was blocked (retried on node changes)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def enqueue(self, key: Key) -> None:
+        """Schedules a reconcile of key (now, or right after the one in flight)."""
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        self._running.add(key)
+        QUEUE_DEPTH.set(len(self._running))
+        task = asyncio.get_running_loop().create_task(self._run(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def enqueue_later(self, key: Key, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+
+    async def _run(self, key: Key) -> None:
+        failures = 0
+        try:
+            while True:
+                self._dirty.discard(key)
+                retry_after, failed = await self._run_once(key, failures)
+                failures = failures + 1 if failed else 0
+                if retry_after is not None:
+                    self.enqueue_later(key, retry_after)
+                if key not in self._dirty:
+                    return
+        finally:
+            self._running.discard(key)
+            QUEUE_DEPTH.set(len(self._running))
+
+    async def _run_once(self, key: Key, failures: int) -> tuple[float | None, bool]:
+        """One reconcile; returns (a delay after which to retry or None, whether it raised)."""
+        async with self._limit:
+            started = time.monotonic()
+            try:
+                blocked = await self._reconcile(key)
+                (self.blocked.add if blocked else self.blocked.discard)(key)
+                RECONCILES.labels(result="blocked" if blocked else "ok").inc()
+                return (self._retry_seconds if blocked else None), False
+            except Exception as error:   # one broken object must never stop the others
+                RECONCILES.labels(result="error").inc()
+                RECONCILE_ERRORS.labels(kind=type(error).__name__).inc()
+                log.warning("reconcile of %s/%s failed: %s", key[0], key[1], error,
+                            extra={"namespace": key[0], "name": key[1]})
+                return min(60.0, 0.5 * 2 ** failures), True
+            finally:
+                RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    def requeue_blocked(self) -> None:
+        """Re-checks every blocked TGS now (the cluster changed under them)."""
+        for key in list(self.blocked):
+            self.enqueue(key)
+
+    async def drain(self) -> None:
+        """Waits for in-flight reconciles (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

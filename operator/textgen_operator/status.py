@@ -1,0 +1,151 @@
+"""The TGS status and its conditions, computed from what was observed. Pure (the clock is an argument)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textgen_operator.names import Body, selector_string, tgs_name, tgs_namespace
+from textgen_operator.problems import Problem
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str          # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition that changed status or reason: worth a Kubernetes Event."""
+
+    event_type: str      # Normal | Warning
+    reason: str
+    message: str
+
+
+def pod_is_ready(pod: Body) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions", []))
+
+
+def unschedulable_message(pods: list[Body]) -> str | None:
+    """The scheduler's message for the first pod it could not place, if any."""
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        for c in pod.get("status", {}).get("conditions", []):
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return f"pod {pod['metadata']['name']}: {c.get('message', 'unschedulable')}"
+    return None
+
+
+def count_warming(pods: list[Body]) -> int:
+    """Pods that run but are not ready yet: loading the model or warming up (startup probe pending)."""
+    return sum(1 for p in pods if p.get("status", {}).get("phase") == "Running" and not pod_is_ready(p)
+               and not p["metadata"].get("deletionTimestamp"))
+
+
+def _degraded(problems: list[Problem], pods: list[Body]) -> Condition:
+    if problems:
+        return Condition("Degraded", "True", problems[0].reason, "; ".join(p.message for p in problems))
+    unschedulable = unschedulable_message(pods)
+    if unschedulable:
+        return Condition("Degraded", "True", "Unschedulable",
+                         f"{unschedulable}. Free or add nodes with the requested devices, or lower "
+                         "spec.accelerator.count / spec.resources / spec.replicas")
+    return Condition("Degraded", "False", "AsExpected", "No problems observed")
+
+
+def _progressing(desired: int, sts: Body | None) -> Condition:
+    if sts is None:
+        return Condition("Progressing", "True", "Creating", "The StatefulSet is being created")
+    st = sts.get("status", {})
+    if st.get("observedGeneration", 0) < sts["metadata"].get("generation", 0):
+        return Condition("Progressing", "True", "Updating", "The StatefulSet controller has not seen the change yet")
+    if st.get("updateRevision") and st.get("currentRevision") != st.get("updateRevision"):
+        return Condition("Progressing", "True", "RollingUpdate",
+                         f"{st.get('updatedReplicas', 0)}/{desired} replicas run the current spec")
+    if st.get("replicas", 0) != desired or st.get("readyReplicas", 0) < desired:
+        return Condition("Progressing", "True", "Scaling",
+                         f"{st.get('readyReplicas', 0)}/{desired} replicas ready")
+    return Condition("Progressing", "False", "Stable", "All replicas run the current spec")
+
+
+def _ready(desired: int, sts: Body | None, blocking: list[Problem]) -> Condition:
+    if blocking:
+        return Condition("Ready", "False", blocking[0].reason, blocking[0].message)
+    st = (sts or {}).get("status", {})
+    ready, updated = st.get("readyReplicas", 0), st.get("updatedReplicas", 0)
+    if desired == 0:
+        return Condition("Ready", "True", "ScaledToZero", "spec.replicas is 0")
+    if sts is not None and ready >= desired and updated >= desired:
+        return Condition("Ready", "True", "AllReplicasReady", f"{ready}/{desired} replicas ready")
+    return Condition("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
+
+
+def build_conditions(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem]) -> list[Condition]:
+    """Ready, Progressing and Degraded, in that order."""
+    desired = int(tgs["spec"].get("replicas", 1))
+    blocking = [p for p in problems if p.blocking]
+    return [_ready(desired, sts, blocking), _progressing(desired, sts), _degraded(problems, pods)]
+
+
+def _merge_conditions(old: list[Body], new: list[Condition], generation: int, now: str) -> list[Body]:
+    """Condition dicts; lastTransitionTime only moves when the status flips."""
+    by_type = {c.get("type"): c for c in old}
+    merged = []
+    for c in new:
+        prev = by_type.get(c.type)
+        since = prev["lastTransitionTime"] if prev and prev.get("status") == c.status and "lastTransitionTime" in prev else now
+        merged.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
+                       "lastTransitionTime": since, "observedGeneration": generation})
+    return merged
+
+
+def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem], now: str) -> Body:
+    """The full status subresource of a TGS."""
+    st = (sts or {}).get("status", {})
+    generation = int(tgs["metadata"].get("generation", 0))
+    status: Body = {
+        "observedGeneration": generation,
+        "replicas": int(st.get("replicas", 0)),
+        "readyReplicas": int(st.get("readyReplicas", 0)),
+        "updatedReplicas": int(st.get("updatedReplicas", 0)),
+        "warmingReplicas": count_warming(pods),
+        "selector": selector_string(tgs),
+        "endpoint": f"http://{tgs_name(tgs)}.{tgs_namespace(tgs)}.svc:80",
+        "conditions": _merge_conditions(tgs.get("status", {}).get("conditions", []),
+                                        build_conditions(tgs, sts, pods, problems), generation, now),
+    }
+    for field in ("currentRevision", "updateRevision"):
+        if st.get(field):
+            status[field] = st[field]
+    if "lastWarmupSeconds" in tgs.get("status", {}):
+        status["lastWarmupSeconds"] = tgs["status"]["lastWarmupSeconds"]
+    return status
+
+
+def status_changed(old: Body, new: Body) -> bool:
+    """True when a status patch is needed (fields we own differ)."""
+    return any(old.get(k) != v for k, v in new.items())
+
+
+_EVENT_TYPES: dict[tuple[str, str], str] = {
+    ("Ready", "True"): "Normal", ("Ready", "False"): "Normal",
+    ("Degraded", "True"): "Warning", ("Degraded", "False"): "Normal",
+}
+
+
+def build_transitions(old: list[Body], new: list[Body]) -> list[Transition]:
+    """Events for Ready and Degraded changes of status or reason (Progressing churns too much to be news)."""
+    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
+    events = []
+    for c in new:
+        key = (c["type"], c["status"])
+        if key in _EVENT_TYPES and before.get(c["type"]) != (c["status"], c["reason"]):
+            if c["type"] == "Degraded" and c["status"] == "False" and c["type"] not in before:
+                continue   # a fresh object that is fine: no news
+            events.append(Transition(_EVENT_TYPES[key], c["reason"], c["message"]))
+    return events
