@@ -1,0 +1,166 @@
+"""`textgen-launcher`: resolve the model, start shards, warm up, serve HTTP; supervise and drain.
+
+Lifecycle (what Kubernetes sees):
+1. HTTP starts first, so /health answers 503 while the model loads and warms up.
+2. Shards start, open their sockets, answer Info and Warmup; the KV cache size is logged as TGI does.
+3. /health turns 200. If a shard process dies, the launcher logs it and exits 1 within a second or so.
+4. SIGTERM/SIGINT: /health and new requests get 503, in-flight requests finish (bounded by
+   --graceful-termination-timeout), shards stop, the launcher exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+
+from textgen_server.launcher.config import ConfigError, LauncherConfig, build_config, parse_args
+from textgen_server.launcher.serving import start_serving
+from textgen_server.launcher.shards import ShardProcess, ShardSpec
+from textgen_server.models.hub import ModelResolveError, resolve_model
+from textgen_server.router.app import Phase, RouterState, build_app
+
+logger = logging.getLogger("textgen_server.launcher")
+
+# Time for the last responses' bytes to leave before uvicorn closes connections.
+FINAL_FLUSH_SECONDS = 0.2
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the launcher drains first, then tells uvicorn to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the process exit code (0 after a drain, 1 on failure, 2 on bad config)."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv)
+    except (ConfigError, ModelResolveError) as error:
+        logger.error("%s", error)
+        return 2
+    return asyncio.run(Launcher(config).run())
+
+
+def load_config(argv: Sequence[str]) -> LauncherConfig:
+    """Flags + environment -> model resolved once -> defaults from its config.json -> validated config."""
+    args = parse_args(argv, os.environ)
+    model_path = resolve_model(args.model_id, args.revision, args.huggingface_hub_cache, args.hf_token)
+    with open(model_path / "config.json", encoding="utf-8") as file:
+        model_config = json.load(file)
+    return build_config(args, model_path, model_config)
+
+
+class Launcher:
+    """Owns the HTTP server, the shard processes and the router state for one run."""
+
+    def __init__(self, config: LauncherConfig) -> None:
+        self.config = config
+        self.state = RouterState()
+        self.shards: list[ShardProcess] = []
+        self.server = _Server(uvicorn.Config(build_app(self.state), host=config.args.hostname,
+                                             port=config.args.port, log_level="warning", lifespan="off"))
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        server_task = asyncio.create_task(self.server.serve(), name="http")
+        signalled = asyncio.create_task(stop.wait(), name="signal")
+        try:
+            return await self._supervise(server_task, signalled)
+        finally:
+            self.server.should_exit = True
+            await asyncio.gather(*(shard.stop() for shard in self.shards))
+            await asyncio.gather(server_task, signalled, return_exceptions=True)
+            logger.info("launcher stopped")
+
+    async def _supervise(self, server_task: asyncio.Task[None], signalled: asyncio.Task[bool]) -> int:
+        startup = asyncio.create_task(self._start(), name="startup")
+        done = await _first_of(startup, signalled, server_task)
+        if startup not in done:
+            await _cancel(startup)
+            return 0 if signalled in done else _http_failed(server_task)
+        if startup.exception() is not None:
+            logger.error("startup failed: %s", startup.exception())
+            return 1
+        loop_task = startup.result()
+        exits = [asyncio.create_task(shard.wait_exit()) for shard in self.shards]
+        done = await _first_of(signalled, server_task, loop_task, *exits)
+        try:
+            return await self._after(done, signalled, server_task, loop_task, exits)
+        finally:
+            await _cancel(loop_task, *exits)
+
+    async def _after(self, done: set[asyncio.Task], signalled: asyncio.Task, server_task: asyncio.Task,
+                     loop_task: asyncio.Task, exits: list[asyncio.Task]) -> int:
+        for rank, task in enumerate(exits):
+            if task in done:
+                self.state.phase = Phase.BROKEN
+                logger.error("shard %d exited unexpectedly with code %s; exiting so that the pod restarts",
+                             rank, task.result())
+                return 1
+        if loop_task in done:
+            self.state.phase = Phase.BROKEN
+            logger.error("the batching loop stopped after a shard failure; exiting so that the pod restarts")
+            return 1
+        if server_task in done:
+            return _http_failed(server_task)
+        return await self._drain()
+
+    async def _drain(self) -> int:
+        self.state.phase = Phase.DRAINING
+        batcher = self.state.serving.batcher if self.state.serving is not None else None
+        timeout = self.config.args.graceful_termination_timeout
+        if batcher is not None:
+            logger.info("signal received: draining %d in-flight request(s) (at most %.0f s)",
+                        batcher.num_in_flight, timeout)
+            if not await batcher.wait_idle(timeout):
+                logger.warning("%d request(s) still running after %.0f s; stopping anyway",
+                               batcher.num_in_flight, timeout)
+        await asyncio.sleep(FINAL_FLUSH_SECONDS)
+        return 0
+
+    async def _start(self) -> asyncio.Task[None]:
+        args = self.config.args
+        for rank in range(args.num_shard):
+            spec = ShardSpec(model_path=self.config.model_path, uds_path=args.shard_uds_path, rank=rank,
+                             world_size=args.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory)
+            self.shards.append(await ShardProcess.spawn(spec))
+        await asyncio.gather(*(shard.wait_ready(args.shard_startup_timeout) for shard in self.shards))
+        loop_task = await start_serving(self.config, self.state, [s.spec.socket_path for s in self.shards])
+        self.state.phase = Phase.READY
+        logger.info("ready: serving http://%s:%d", args.hostname, args.port)
+        return loop_task
+
+
+async def _first_of(*tasks: asyncio.Future) -> set[asyncio.Future]:
+    done, _ = await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+    return done
+
+
+async def _cancel(*tasks: asyncio.Future) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _http_failed(server_task: asyncio.Task[None]) -> int:
+    error = server_task.exception() if server_task.done() and not server_task.cancelled() else None
+    logger.error("the HTTP server stopped (%s); check that --hostname/--port are free and valid",
+                 error or "bind failed")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

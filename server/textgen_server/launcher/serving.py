@@ -1,0 +1,90 @@
+"""From ready shard sockets to a serving router: Info, Warmup, KV bookkeeping, tokenizer, batching loop."""
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+
+from textgen_server.engine.block_manager import BlockManager
+from textgen_server.engine.scheduler import Scheduler, SchedulerConfig
+from textgen_server.launcher.config import LauncherConfig
+from textgen_server.protocol import ModelInfo, WarmupResult, WarmupSpec
+from textgen_server.router.app import RouterState, Serving
+from textgen_server.router.batcher import Batcher
+from textgen_server.router.client import ShardClient
+from textgen_server.router.schemas import Info
+from textgen_server.router.validation import Limits
+
+logger = logging.getLogger(__name__)
+
+
+def build_warmup_spec(config: LauncherConfig) -> WarmupSpec:
+    args = config.args
+    return WarmupSpec(max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens,
+                      max_prefill_tokens=config.max_batch_prefill_tokens, max_batch_size=args.max_batch_size,
+                      kv_cache_memory_bytes=args.kv_cache_memory, max_batch_total_tokens=args.max_batch_total_tokens)
+
+
+def build_scheduler(config: LauncherConfig, warmup: WarmupResult) -> Scheduler:
+    """The engine sized from the shard's warmup: the KV cache it allocated is the batch's token budget."""
+    args = config.args
+    total = warmup.max_supported_total_tokens
+    if args.max_batch_total_tokens is not None:
+        total = min(total, args.max_batch_total_tokens)
+    scheduler_config = SchedulerConfig(max_batch_prefill_tokens=config.max_batch_prefill_tokens,
+                                       max_batch_total_tokens=total, max_batch_size=args.max_batch_size,
+                                       waiting_served_ratio=args.waiting_served_ratio,
+                                       max_waiting_tokens=args.max_waiting_tokens, block_size=warmup.block_size)
+    blocks = BlockManager(warmup.num_blocks, warmup.block_size,
+                          enable_prefix_caching=not args.disable_prefix_caching)
+    return Scheduler(scheduler_config, blocks)
+
+
+def build_limits(config: LauncherConfig, warmup: WarmupResult) -> Limits:
+    return Limits(max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens,
+                  max_stop_sequences=config.args.max_stop_sequences, max_top_n_tokens=config.args.max_top_n_tokens,
+                  kv_capacity_tokens=warmup.num_blocks * warmup.block_size)
+
+
+def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -> Info:
+    args = config.args
+    return Info(model_id=args.model_id, model_dtype=f"torch.{model.dtype}", model_device_type=model.device_type,
+                max_concurrent_requests=args.max_concurrent_requests, max_stop_sequences=args.max_stop_sequences,
+                max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens,
+                max_batch_total_tokens=scheduler.config.max_batch_total_tokens,
+                max_batch_prefill_tokens=config.max_batch_prefill_tokens,
+                waiting_served_ratio=args.waiting_served_ratio, max_waiting_tokens=args.max_waiting_tokens,
+                max_batch_size=args.max_batch_size, version=_version())
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("textgen")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree without an install
+        return "0.0.0+unknown"
+
+
+def load_tokenizer(config: LauncherConfig):  # type: ignore[no-untyped-def]
+    # transformers is imported here only: it is heavy, and config-only paths (tests, --help) do not need it.
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(config.model_path))
+
+
+async def start_serving(config: LauncherConfig, state: RouterState, socket_paths: list[str]) -> asyncio.Task[None]:
+    """Connects to the shards, warms them up, fills `state.serving` and starts the batching loop task."""
+    client = await ShardClient.connect(socket_paths)
+    model = await client.info()
+    tokenizer_task = asyncio.create_task(asyncio.to_thread(load_tokenizer, config))
+    warmup = await client.warmup(build_warmup_spec(config))
+    logger.info("warmup done in %.1f s: %d KV blocks of %d tokens", warmup.duration_seconds, warmup.num_blocks,
+                warmup.block_size)
+    scheduler = build_scheduler(config, warmup)
+    # TGI's wording, which operators grep for.
+    logger.info("Setting max batch total tokens to %d", scheduler.config.max_batch_total_tokens)
+    tokenizer = await tokenizer_task
+    batcher = Batcher(scheduler, client, tokenizer, eos_token_ids=frozenset(model.eos_token_ids))
+    state.serving = Serving(batcher=batcher, tokenizer=tokenizer, limits=build_limits(config, warmup),
+                            info=build_info(config, model, scheduler),
+                            max_concurrent_requests=config.args.max_concurrent_requests)
+    return asyncio.create_task(batcher.run(), name="batching-loop")

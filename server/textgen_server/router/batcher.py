@@ -1,0 +1,181 @@
+"""The batching loop: one asyncio task drives scheduler + shard, HTTP handlers submit and consume requests.
+
+Each iteration is schedule -> (FilterBatch for requests the shard may forget) -> Prefill/Decode RPC ->
+postprocess -> push token events to each request's queue. All engine state is touched only from the event
+loop thread, so handlers may `submit`/`abort` at any time; the scheduler ignores generations of requests
+aborted while their step was in flight.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from textgen_server.engine.scheduler import Scheduler, ScheduledStep, SequenceUpdate
+from textgen_server.engine.sequence import FinishReason, Sequence
+from textgen_server.protocol import Generation, StepItem
+from textgen_server.router.stream import RequestOutput, TokenEvent, Tokenizer
+from textgen_server.router.validation import ValidRequest
+
+logger = logging.getLogger(__name__)
+
+
+class StepClient(Protocol):
+    """What the loop needs from the shard(s): textgen_server.router.client.ShardClient."""
+
+    async def step(self, items: list[StepItem], is_prefill: bool) -> list[Generation]: ...
+
+    async def filter(self, request_ids: list[int]) -> None: ...
+
+
+class GenerationError(RuntimeError):
+    """The shard failed while this request was running; answered 500 with error_type "generation"."""
+
+
+@dataclass
+class Counters:
+    """Cumulative figures for logs, tests and (later) Prometheus metrics."""
+
+    num_steps: int = 0
+    num_prefill_steps: int = 0
+    num_preemptions: int = 0
+    num_generated_tokens: int = 0
+    forward_seconds: float = 0.0
+
+
+@dataclass
+class _Live:
+    seq: Sequence
+    output: RequestOutput
+    queue: asyncio.Queue[TokenEvent | Exception] = field(default_factory=asyncio.Queue)
+
+
+class Batcher:
+    """Owns the scheduler and the running requests; `run()` is the loop task."""
+
+    def __init__(self, scheduler: Scheduler, client: StepClient, tokenizer: Tokenizer,
+                 eos_token_ids: frozenset[int]) -> None:
+        self.scheduler = scheduler
+        self.client = client
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.counters = Counters()
+        self.broken: Exception | None = None
+        self._live: dict[int, _Live] = {}
+        self._ids = itertools.count(1)
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._live)
+
+    def submit(self, request: ValidRequest) -> tuple[int, AsyncIterator[TokenEvent]]:
+        """Queues a validated request; returns its id and the stream of its token events (last one final)."""
+        if self.broken is not None:
+            raise GenerationError(f"the shard is unavailable: {self.broken}")
+        request_id = next(self._ids)
+        seq = Sequence(request_id, request.prompt_ids, request.max_new_tokens, params=request.params,
+                       eos_token_ids=self.eos_token_ids, arrival_time=time.monotonic())
+        live = _Live(seq=seq, output=RequestOutput.start(request, self.tokenizer))
+        self._live[request_id] = live
+        self.scheduler.add(seq)
+        self._idle.clear()
+        self._wakeup.set()
+        return request_id, self._events(request_id, live)
+
+    def abort(self, request_id: int) -> None:
+        """Client gone: drop the request (its blocks are freed, the shard forgets it at the next step)."""
+        if self._live.pop(request_id, None) is not None:
+            self.scheduler.abort(request_id)
+            self._mark_idle()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Waits until no request is in flight; False when `timeout` seconds passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def run(self) -> None:
+        """The loop: runs steps while there is work, sleeps otherwise. Ends only by cancellation or shard failure."""
+        while True:
+            if not self.scheduler.has_work():
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                await self._run_step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the shard is gone or broken: fail everyone, the launcher exits
+                logger.exception("step failed; failing %d request(s)", len(self._live))
+                self._fail_all(error)
+                return
+
+    async def _run_step(self) -> None:
+        step = self.scheduler.schedule()
+        if step is None:
+            return
+        self._note_step(step)
+        finished = self.scheduler.take_finished_request_ids()
+        if finished:
+            await self.client.filter(finished)
+        started = time.perf_counter()
+        generations = await self.client.step(step.items, step.is_prefill)
+        self.counters.forward_seconds += time.perf_counter() - started
+        for update in self.scheduler.postprocess(step, generations):
+            self._deliver(update)
+
+    def _note_step(self, step: ScheduledStep) -> None:
+        self.counters.num_steps += 1
+        self.counters.num_prefill_steps += int(step.is_prefill)
+        if step.preempted_request_ids:
+            self.counters.num_preemptions += len(step.preempted_request_ids)
+            logger.info("preempted %d request(s) for lack of KV blocks (ids %s); they will be recomputed "
+                        "(total preemptions: %d)", len(step.preempted_request_ids), step.preempted_request_ids,
+                        self.counters.num_preemptions)
+
+    def _deliver(self, update: SequenceUpdate) -> None:
+        live = self._live.get(update.request_id)
+        if live is None:  # aborted while its step was in flight
+            return
+        self.counters.num_generated_tokens += 1
+        engine_finish = str(update.finish_reason) if update.finish_reason is not None else None
+        event = live.output.push(update.generation, engine_finish)
+        if event.finished is not None:
+            if engine_finish is None:  # a stop sequence: the engine still considers it running
+                self.scheduler.abort(update.request_id, FinishReason.STOP_SEQUENCE)
+            del self._live[update.request_id]
+            self._mark_idle()
+        live.queue.put_nowait(event)
+
+    async def _events(self, request_id: int, live: _Live) -> AsyncIterator[TokenEvent]:
+        try:
+            while True:
+                event = await live.queue.get()
+                if isinstance(event, Exception):
+                    raise event
+                yield event
+                if event.finished is not None:
+                    return
+        finally:
+            # Reached on normal end (no-op), on client disconnect (generator closed) and on errors.
+            self.abort(request_id)
+
+    def _fail_all(self, error: Exception) -> None:
+        self.broken = error
+        for request_id, live in list(self._live.items()):
+            live.queue.put_nowait(GenerationError(f"request {request_id} failed: the shard step raised {error!r}"))
+        self._live.clear()
+        self._mark_idle()
+
+    def _mark_idle(self) -> None:
+        if not self._live:
+            self._idle.set()

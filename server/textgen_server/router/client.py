@@ -1,0 +1,73 @@
+"""The router's gRPC client for its shards (grpc.aio over unix sockets).
+
+With several shards (tensor parallelism, later) every call goes to all of them at once and rank 0's answer is
+used, as in TGI's sharded client. Conversion between protocol dataclasses and protobuf lives in
+textgen_server.shard.convert, shared with the servicer so both ends agree by construction.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from textgen_server.pb import shard_pb2 as pb
+from textgen_server.pb import shard_pb2_grpc as pb_grpc
+from textgen_server.protocol import Generation, ModelInfo, StepItem, WarmupResult, WarmupSpec
+from textgen_server.shard import convert
+
+T = TypeVar("T")
+
+# Step requests for large batches exceed gRPC's 4 MiB default; nothing here is untrusted (a local socket).
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+
+
+class ShardClient:
+    """One channel per shard; methods mirror the Shard service with protocol dataclasses in and out."""
+
+    def __init__(self, channels: list[grpc.aio.Channel]) -> None:
+        self._channels = channels
+        self._stubs = [pb_grpc.ShardStub(channel) for channel in channels]
+
+    @classmethod
+    async def connect(cls, socket_paths: list[str], timeout: float = 30.0) -> "ShardClient":
+        """Opens a channel to every socket and waits until each is connected."""
+        channels = [grpc.aio.insecure_channel(f"unix://{path}", options=CHANNEL_OPTIONS) for path in socket_paths]
+        await asyncio.wait_for(asyncio.gather(*(channel.channel_ready() for channel in channels)), timeout)
+        return cls(channels)
+
+    async def info(self) -> ModelInfo:
+        return convert.model_info_from_pb(await self._all(lambda stub: stub.Info(pb.InfoRequest())))
+
+    async def health(self) -> None:
+        await self._all(lambda stub: stub.Health(pb.HealthRequest()))
+
+    async def warmup(self, spec: WarmupSpec) -> WarmupResult:
+        request = convert.warmup_spec_to_pb(spec)
+        return convert.warmup_result_from_pb(await self._all(lambda stub: stub.Warmup(request)))
+
+    async def step(self, items: list[StepItem], is_prefill: bool) -> list[Generation]:
+        """One forward step on every shard: Prefill when any item is a prompt chunk, else Decode."""
+        request = convert.step_request_to_pb(items)
+        if is_prefill:
+            response = await self._all(lambda stub: stub.Prefill(request))
+        else:
+            response = await self._all(lambda stub: stub.Decode(request))
+        return convert.generations_from_pb(response)
+
+    async def filter(self, request_ids: list[int]) -> None:
+        request = pb.FilterBatchRequest(request_ids=request_ids)
+        await self._all(lambda stub: stub.FilterBatch(request))
+
+    async def clear(self) -> None:
+        await self._all(lambda stub: stub.ClearCache(pb.ClearCacheRequest()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self._channels))
+
+    async def _all(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        answers = await asyncio.gather(*(call(stub) for stub in self._stubs))
+        return answers[0]

@@ -1,0 +1,72 @@
+"""Pure builders of TGI response bodies and SSE frames from token events."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from textgen_server.router.schemas import (
+    Details,
+    GenerateResponse,
+    PrefillToken,
+    StreamDetails,
+    StreamResponse,
+    Token,
+)
+from textgen_server.router.stream import Finished, TokenEvent
+from textgen_server.router.validation import ValidRequest
+
+
+def format_sse(payload: dict[str, Any]) -> bytes:
+    """One server-sent event carrying a JSON object (TGI writes `data:` without a space)."""
+    return b"data:" + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def full_text(request: ValidRequest, inputs: str, generated_text: str) -> str:
+    return inputs + generated_text if request.return_full_text else generated_text
+
+
+def build_stream_response(event: TokenEvent, request: ValidRequest, inputs: str) -> StreamResponse:
+    """A /generate_stream event; the last one carries generated_text and details, as TGI's."""
+    finished = event.finished
+    if finished is None:
+        return StreamResponse(index=event.index, token=event.token, top_tokens=event.top_tokens)
+    details = StreamDetails(finish_reason=finished.finish_reason,  # type: ignore[arg-type]
+                            generated_tokens=finished.generated_tokens, seed=_seed(request),
+                            input_length=len(request.prompt_ids))
+    return StreamResponse(index=event.index, token=event.token, top_tokens=event.top_tokens,
+                          generated_text=full_text(request, inputs, finished.generated_text), details=details)
+
+
+def build_generate_response(finished: Finished, tokens: list[Token], top_tokens: list[list[Token]],
+                            request: ValidRequest, inputs: str, prefill: list[PrefillToken]) -> GenerateResponse:
+    """The /generate body; details only when the client asked for them."""
+    text = full_text(request, inputs, finished.generated_text)
+    if not request.details:
+        return GenerateResponse(generated_text=text)
+    details = Details(finish_reason=finished.finish_reason,  # type: ignore[arg-type]
+                      generated_tokens=finished.generated_tokens, seed=_seed(request),
+                      prefill=prefill if request.decoder_input_details else [], tokens=tokens,
+                      top_tokens=top_tokens if request.params.top_n_tokens else None)
+    return GenerateResponse(generated_text=text, details=details)
+
+
+def dump_generate_response(response: GenerateResponse) -> dict[str, Any]:
+    """JSON as TGI writes it: no `details` key without details, no `top_tokens` when none were asked."""
+    body = response.model_dump()
+    if body["details"] is None:
+        del body["details"]
+    elif body["details"]["top_tokens"] is None:
+        del body["details"]["top_tokens"]
+    return body
+
+
+def dump_stream_response(response: StreamResponse) -> dict[str, Any]:
+    """JSON as TGI writes it: `top_tokens` only when the client asked for alternatives."""
+    body = response.model_dump()
+    if not body["top_tokens"]:
+        del body["top_tokens"]
+    return body
+
+
+def _seed(request: ValidRequest) -> int | None:
+    return request.params.seed if request.report_seed else None
