@@ -1,0 +1,1 @@
+"""The shard process: ModelRunner, its gRPC servicer and the protocol <-> protobuf conversion."""

@@ -1,0 +1,168 @@
+"""ModelRunner: the model, its paged KV cache and the per-request sampling state of one shard.
+
+The router sends StepItems (which tokens to compute, at which positions, in which blocks); the runner runs one
+forward pass over all of them as a flattened ragged batch, computes logits only where a token is sampled, and
+returns one Generation per sampling item, in item order.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from textgen_server.models.attention import StepContext, select_kernel
+from textgen_server.models.attention_metadata import build_attention_metadata
+from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
+from textgen_server.models.loading import LoadedModel, load_model
+from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
+from textgen_server.sampling import RequestState, sample_batch
+from textgen_server.shard.errors import InvalidStepError, NotReadyError
+from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
+
+
+class ModelRunner:
+    """Runs steps for one shard. Not thread-safe: the servicer serialises calls."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        dtype: str = "auto",
+        device: str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.device = torch.device(device)
+        self.loaded: LoadedModel = load_model(model_path, dtype, self.device)
+        self.rank, self.world_size = rank, world_size
+        self.kernel = select_kernel(self.device.type)
+        self.cache: PagedKVCache | None = None
+        self.states: dict[int, RequestState] = {}
+
+    def info(self) -> ModelInfo:
+        """Model and device facts the router needs before warmup."""
+        config = self.loaded.config
+        return ModelInfo(
+            model_type=config.model_type,
+            dtype=str(self.loaded.dtype).removeprefix("torch."),
+            device_type=self.device.type,
+            vocab_size=config.vocab_size,
+            eos_token_ids=self.loaded.eos_token_ids,
+            max_position_embeddings=config.max_position_embeddings,
+            block_size=BLOCK_SIZE,
+            sliding_window=self.loaded.sliding_window,
+            num_shards=self.world_size,
+            rank=self.rank,
+        )
+
+    def warmup(self, spec: WarmupSpec) -> WarmupResult:
+        """Allocate the KV cache, run the largest prefill the limits allow, then forget it."""
+        started = time.perf_counter()
+        shape = self.loaded.kv_cache_shape(BLOCK_SIZE)
+        num_blocks = plan_num_blocks(spec, shape, DEFAULT_CPU_KV_CACHE_BYTES)
+        self.cache = None  # free the old cache before allocating the new one
+        self.cache = PagedKVCache(shape, num_blocks, self.device)
+        self.step(_warmup_items(plan_warmup_prompts(spec), num_blocks, self.loaded.config.vocab_size))
+        self.clear()
+        return WarmupResult(
+            num_blocks=num_blocks,
+            block_size=BLOCK_SIZE,
+            max_supported_total_tokens=num_blocks * BLOCK_SIZE,
+            duration_seconds=time.perf_counter() - started,
+        )
+
+    def step(self, items: list[StepItem]) -> list[Generation]:
+        """One forward pass over `items`; one Generation per item with sample=True, in item order."""
+        cache = self._require_cache()
+        if not items:
+            return []
+        self._check_blocks(items, cache.num_blocks)
+        sampling_states = self._update_states(items)
+        metadata = build_attention_metadata(items, cache.block_size, self.device)
+        with torch.inference_mode():
+            hidden = self.loaded.model.base_model(
+                input_ids=metadata.input_ids,
+                position_ids=metadata.position_ids,
+                use_cache=False,
+                textgen_step=StepContext(metadata, cache, self.kernel),
+            ).last_hidden_state  # [1, T, hidden]
+            if not sampling_states:
+                return []
+            # The lm_head runs only on the rows that sample, not on every prompt token.
+            logits = self.loaded.model.get_output_embeddings()(hidden[0, metadata.sample_rows])  # [S, V]
+            request_ids = [item.request_id for item in items if item.sample]
+            return sample_batch(request_ids, logits, sampling_states)
+
+    def filter(self, request_ids: list[int]) -> None:
+        """Forget the state of finished, cancelled or preempted requests (unknown ids are ignored)."""
+        for request_id in request_ids:
+            self.states.pop(request_id, None)
+
+    def clear(self) -> None:
+        """Forget every request."""
+        self.states.clear()
+
+    def _require_cache(self) -> PagedKVCache:
+        if self.cache is None:
+            raise NotReadyError("the KV cache is not allocated yet; call Warmup before Prefill/Decode")
+        return self.cache
+
+    def _update_states(self, items: list[StepItem]) -> list[RequestState]:
+        """Start or extend each item's request state; return the states of sampling items, in order."""
+        sampling_states = []
+        for item in items:
+            if item.params is not None:
+                self.states[item.request_id] = _new_state(item, item.params)
+            elif item.request_id not in self.states:
+                raise InvalidStepError(
+                    f"request {item.request_id} has no state on this shard: the first item after (re)admission "
+                    "must carry sampling parameters"
+                )
+            else:
+                self.states[item.request_id].history.extend(item.token_ids)
+            if item.sample:
+                sampling_states.append(self.states[item.request_id])
+        return sampling_states
+
+    @staticmethod
+    def _check_blocks(items: list[StepItem], num_blocks: int) -> None:
+        for item in items:
+            bad = [b for b in item.block_ids if not 0 <= b < num_blocks]
+            if bad:
+                raise InvalidStepError(
+                    f"request {item.request_id}: block ids {bad[:5]} are outside the KV cache's {num_blocks} "
+                    "blocks; the router's BlockManager must use the num_blocks that Warmup returned"
+                )
+
+
+def _new_state(item: StepItem, params: SamplingParams) -> RequestState:
+    history = [*item.prefix_token_ids, *item.token_ids]
+    if len(item.prefix_token_ids) != item.start_pos:
+        raise InvalidStepError(
+            f"request {item.request_id}: an item with parameters at start_pos {item.start_pos} needs the "
+            f"{item.start_pos} prefix token ids before it, got {len(item.prefix_token_ids)}"
+        )
+    # 0 means "not given": acceptable only when the whole prompt is in this item, which then is all prompt.
+    if item.num_prompt_tokens == 0 and not item.sample:
+        raise InvalidStepError(
+            f"request {item.request_id}: an item with parameters that does not sample (a first prompt chunk) "
+            "must set num_prompt_tokens"
+        )
+    num_prompt_tokens = item.num_prompt_tokens or len(history)
+    return RequestState(params=params, num_prompt_tokens=num_prompt_tokens, history=history)
+
+
+def _warmup_items(prompt_lengths: list[int], num_blocks: int, vocab_size: int) -> list[StepItem]:
+    """Dummy greedy prompts filling consecutive blocks (the last ones trimmed if blocks run out)."""
+    items, next_block = [], 0
+    generator = torch.Generator().manual_seed(0)
+    for request_id, length in enumerate(prompt_lengths):
+        length = min(length, (num_blocks - next_block) * BLOCK_SIZE)
+        if length <= 0:
+            break
+        blocks_needed = -(-length // BLOCK_SIZE)
+        token_ids = torch.randint(0, vocab_size, (length,), generator=generator).tolist()
+        block_ids = list(range(next_block, next_block + blocks_needed))
+        next_block += blocks_needed
+        items.append(StepItem(request_id, token_ids, 0, block_ids, True, SamplingParams(), [], length))
+    return items
