@@ -52,6 +52,8 @@ class _Live:
     seq: Sequence
     output: RequestOutput
     queue: asyncio.Queue[TokenEvent | Exception] = field(default_factory=asyncio.Queue)
+    num_prefill_chunks: int = 0      # steps that computed part of the prompt (more than 1 = chunked prefill)
+    max_cached_tokens: int = 0       # longest prefix-cache hit over its admissions
 
 
 class Batcher:
@@ -81,7 +83,7 @@ class Batcher:
             raise GenerationError(f"the shard is unavailable: {self.broken}")
         request_id = next(self._ids)
         seq = Sequence(request_id, request.prompt_ids, request.max_new_tokens, params=request.params,
-                       eos_token_ids=self.eos_token_ids, arrival_time=time.monotonic())
+                       eos_token_ids=() if request.ignore_eos else self.eos_token_ids, arrival_time=time.monotonic())
         live = _Live(seq=seq, output=RequestOutput.start(request, self.tokenizer))
         self._live[request_id] = live
         self.scheduler.add(seq)
@@ -91,9 +93,12 @@ class Batcher:
 
     def abort(self, request_id: int) -> None:
         """Client gone: drop the request (its blocks are freed, the shard forgets it at the next step)."""
-        if self._live.pop(request_id, None) is not None:
+        live = self._live.pop(request_id, None)
+        if live is not None:
             self.scheduler.abort(request_id)
             self._mark_idle()
+            logger.info("request %d cancelled by the client after %d generated token(s)", request_id,
+                        len(live.output.tokens))
 
     async def wait_idle(self, timeout: float) -> bool:
         """Waits until no request is in flight; False when `timeout` seconds passed first."""
@@ -134,6 +139,11 @@ class Batcher:
             self._deliver(update)
 
     def _note_step(self, step: ScheduledStep) -> None:
+        for item, seq in zip(step.items, step.seqs):
+            live = self._live.get(item.request_id)
+            if live is not None and item.start_pos < seq.num_prompt_tokens:
+                live.num_prefill_chunks += 1
+                live.max_cached_tokens = max(live.max_cached_tokens, seq.num_cached_tokens)
         self.counters.num_steps += 1
         self.counters.num_prefill_steps += int(step.is_prefill)
         if step.preempted_request_ids:
@@ -154,6 +164,7 @@ class Batcher:
                 self.scheduler.abort(update.request_id, FinishReason.STOP_SEQUENCE)
             del self._live[update.request_id]
             self._mark_idle()
+            _log_done(live, event.finished.finish_reason)
         live.queue.put_nowait(event)
 
     async def _events(self, request_id: int, live: _Live) -> AsyncIterator[TokenEvent]:
@@ -179,3 +190,12 @@ class Batcher:
     def _mark_idle(self) -> None:
         if not self._live:
             self._idle.set()
+
+
+def _log_done(live: _Live, finish_reason: str) -> None:
+    # One line per request, like TGI's "Success" line; tests read cached_tokens and prefill_chunks from it.
+    seq = live.seq
+    logger.info("request %d done: finish_reason=%s prompt_tokens=%d generated_tokens=%d cached_tokens=%d "
+                "prefill_chunks=%d preemptions=%d time=%.3fs", seq.request_id, finish_reason, seq.num_prompt_tokens,
+                len(live.output.tokens), live.max_cached_tokens, live.num_prefill_chunks, seq.num_preemptions,
+                time.monotonic() - seq.arrival_time)

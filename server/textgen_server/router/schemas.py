@@ -31,6 +31,8 @@ class GenerateParameters(BaseModel):
     decoder_input_details: bool = False
     top_n_tokens: int | None = None
     return_full_text: bool | None = None
+    # Not in TGI's HTTP API (its gRPC has it): generate max_new_tokens whatever EOS says; for benchmarks.
+    ignore_eos_token: bool = False
 
 
 class GenerateRequest(BaseModel):

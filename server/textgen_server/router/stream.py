@@ -59,15 +59,18 @@ class RequestOutput:
 
     def push(self, generation: Generation, engine_finish: str | None) -> TokenEvent:
         """Adds a sampled token; the event is final when the engine finished it or a stop sequence appeared."""
-        text = self.detokenizer.push(generation.token.id)
-        token = Token(id=generation.token.id, text=text, logprob=generation.token.logprob,
-                      special=generation.token.id in self.special_ids)
+        token_id = generation.token.id
+        special = token_id in self.special_ids
+        text = self.detokenizer.push(token_id)
+        reason = engine_finish
+        if reason is None and not special and self.stop.push(text) is not None:
+            reason = "stop_sequence"
+        if reason is not None:  # the last event carries any text still held back (a cut character)
+            text += self.detokenizer.flush()
+        token = Token(id=token_id, text=text, logprob=generation.token.logprob, special=special)
         top = [self._token(t.id, t.logprob) for t in generation.top_tokens]
         self.tokens.append(token)
         self.top_tokens.append(top)
-        reason = engine_finish
-        if reason is None and not token.special and self.stop.push(text) is not None:
-            reason = "stop_sequence"
         finished = self._finish(reason) if reason is not None else None
         return TokenEvent(index=len(self.tokens) - 1, token=token, top_tokens=top, finished=finished)
 

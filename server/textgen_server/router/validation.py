@@ -37,6 +37,7 @@ class ValidRequest:
     decoder_input_details: bool
     return_full_text: bool
     report_seed: bool              # TGI reports the seed only for sampled requests
+    ignore_eos: bool = False       # generate max_new_tokens even past EOS (benchmarks)
 
 
 def validate(parameters: GenerateParameters, prompt_ids: list[int], limits: Limits,
@@ -48,7 +49,8 @@ def validate(parameters: GenerateParameters, prompt_ids: list[int], limits: Limi
     return ValidRequest(prompt_ids=list(prompt_ids), params=params, max_new_tokens=max_new,
                         stop_sequences=tuple(parameters.stop), details=parameters.details,
                         decoder_input_details=parameters.decoder_input_details,
-                        return_full_text=bool(parameters.return_full_text), report_seed=params.do_sample)
+                        return_full_text=bool(parameters.return_full_text), report_seed=params.do_sample,
+                        ignore_eos=parameters.ignore_eos_token)
 
 
 def build_sampling_params(parameters: GenerateParameters, rng: random.Random) -> SamplingParams:

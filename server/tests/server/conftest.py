@@ -1,0 +1,39 @@
+"""Server-tier fixtures: launchers started per test or per module, and the transformers reference models."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from server_testlib import Launch, LauncherProcess, ReferenceModels
+
+
+def _launcher_factory(workdir: Path, stack: ExitStack) -> Launch:
+    def launch(model_dir: Path, *flags: str, wait: bool = True) -> LauncherProcess:
+        server = LauncherProcess(model_dir, list(flags), workdir)
+        stack.callback(server.stop)
+        if wait:
+            server.wait_healthy()
+        return server
+
+    return launch
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Launch]:
+    """Starts launchers for one test; each is stopped at the end of the test."""
+    with ExitStack() as stack:
+        yield _launcher_factory(tmp_path, stack)
+
+
+@pytest.fixture(scope="module")
+def launch_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch]:
+    """Starts launchers shared by a whole test module."""
+    with ExitStack() as stack:
+        yield _launcher_factory(tmp_path_factory.mktemp("launcher"), stack)
+
+
+@pytest.fixture(scope="session")
+def reference() -> ReferenceModels:
+    return ReferenceModels()
