@@ -31,7 +31,9 @@ class ModelRunner:
         device: str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        default_kv_cache_bytes: int = DEFAULT_CPU_KV_CACHE_BYTES,
     ) -> None:
+        self.default_kv_cache_bytes = default_kv_cache_bytes  # used when Warmup names no memory budget
         self.device = torch.device(device)
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device)
         self.rank, self.world_size = rank, world_size
@@ -59,7 +61,7 @@ class ModelRunner:
         """Allocate the KV cache, run the largest prefill the limits allow, then forget it."""
         started = time.perf_counter()
         shape = self.loaded.kv_cache_shape(BLOCK_SIZE)
-        num_blocks = plan_num_blocks(spec, shape, DEFAULT_CPU_KV_CACHE_BYTES)
+        num_blocks = plan_num_blocks(spec, shape, self.default_kv_cache_bytes)
         self.cache = None  # free the old cache before allocating the new one
         self.cache = PagedKVCache(shape, num_blocks, self.device)
         self.step(_warmup_items(plan_warmup_prompts(spec), num_blocks, self.loaded.config.vocab_size))

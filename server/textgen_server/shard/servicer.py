@@ -1,0 +1,103 @@
+"""The Shard gRPC service: protobuf in -> ModelRunner call -> protobuf out, nothing more.
+
+Exceptions become gRPC status codes in one place (ErrorMappingInterceptor), with the exception's message as
+the status details, so the router can log or return it as is.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from textgen_server.pb import shard_pb2 as pb
+from textgen_server.pb import shard_pb2_grpc as pb_grpc
+from textgen_server.shard import convert
+from textgen_server.shard.errors import CapacityError, InvalidStepError, NotReadyError
+from textgen_server.shard.runner import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+# Most specific first; anything unlisted is INTERNAL (a bug or a device failure), logged with its traceback.
+STATUS_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (InvalidStepError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+]
+
+
+def status_code_for(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status code an exception maps to."""
+    for error_type, code in STATUS_CODES:
+        if isinstance(error, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """Turns exceptions raised by unary handlers into aborts with a status code and the message."""
+
+    def intercept_service(self, continuation: Callable[..., Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except Exception as error:  # noqa: BLE001 - every error must reach the router as a status
+                code = status_code_for(error)
+                if code == grpc.StatusCode.INTERNAL:
+                    logger.exception("%s failed", handler_call_details.method)
+                context.abort(code, f"{type(error).__name__}: {error}")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
+class ShardServicer(pb_grpc.ShardServicer):
+    """Thin adapter over a ModelRunner; one call at a time reaches the runner (Health never waits)."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self.runner = runner
+        self.lock = threading.Lock()
+
+    def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        return convert.model_info_to_pb(self.runner.info())
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        return pb.HealthResponse()
+
+    def Warmup(self, request: pb.WarmupRequest, context: grpc.ServicerContext) -> pb.WarmupResponse:
+        with self.lock:
+            return convert.warmup_result_to_pb(self.runner.warmup(convert.warmup_spec_from_pb(request)))
+
+    def Prefill(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepResponse:
+        return self._step(request)
+
+    def Decode(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepResponse:
+        return self._step(request)
+
+    def FilterBatch(self, request: pb.FilterBatchRequest, context: grpc.ServicerContext) -> pb.FilterBatchResponse:
+        with self.lock:
+            self.runner.filter(list(request.request_ids))
+        return pb.FilterBatchResponse()
+
+    def ClearCache(self, request: pb.ClearCacheRequest, context: grpc.ServicerContext) -> pb.ClearCacheResponse:
+        with self.lock:
+            self.runner.clear()
+        return pb.ClearCacheResponse()
+
+    def _step(self, request: pb.StepRequest) -> pb.StepResponse:
+        items = convert.step_items_from_pb(request)
+        with self.lock:
+            started = time.perf_counter_ns()
+            generations = self.runner.step(items)
+            forward_ns = time.perf_counter_ns() - started
+        return convert.step_response_to_pb(generations, forward_ns)
