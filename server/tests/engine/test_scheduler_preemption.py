@@ -101,3 +101,10 @@ def test_a_sequence_that_cannot_fit_alone_raises_an_actionable_error() -> None:
     run_step(scheduler)
     with pytest.raises(RuntimeError, match="must reject"):
         scheduler.schedule()
+
+
+def test_a_waiting_request_that_cannot_fit_an_empty_cache_raises_an_actionable_error() -> None:
+    scheduler = make_scheduler(num_blocks=2, block_size=4)
+    scheduler.add(make_seq(0, 9))
+    with pytest.raises(RuntimeError, match="does not fit the KV cache alone"):
+        scheduler.schedule()

@@ -6,14 +6,16 @@ since the last admission (the admitting step counts as the first). With nothing 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine_testlib import make_scheduler, make_seq, run_step
 from textgen_server.engine import Scheduler
 
 
-def running_batch(num_running: int, **config: object) -> Scheduler:
-    scheduler = make_scheduler(**config)  # type: ignore[arg-type]
+def running_batch(num_running: int, **config: Any) -> Scheduler:
+    scheduler = make_scheduler(**config)
     for request_id in range(num_running):
         scheduler.add(make_seq(request_id, 2, max_new_tokens=100))
     step, _ = run_step(scheduler)

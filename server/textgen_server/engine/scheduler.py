@@ -171,7 +171,12 @@ class Scheduler:
         else:
             self._num_steps_since_admission += 1
         if not plan.seqs:
-            raise RuntimeError(f"scheduler produced an empty step with work pending: {self._describe()}")
+            # Only possible when the queue head cannot fit even an empty cache: a validation gap upstream.
+            raise RuntimeError(
+                f"nothing can be scheduled although requests wait ({self._describe()}): the first waiting"
+                " request does not fit the KV cache alone; the router must reject requests whose prompt +"
+                " max_new_tokens exceed the cache"
+            )
         return self._build_step(plan)
 
     def _schedule_running(self, plan: _StepPlan) -> None:
