@@ -102,9 +102,11 @@ class BlockManager:
 
     def append(self, seq: Sequence) -> None:
         """Grows `seq`'s block table to cover all its known tokens (at most one block in decode)."""
-        if not self.can_append(seq):
+        num_missing = self._num_missing_blocks(seq)
+        if num_missing > self.num_free_blocks:
             raise RuntimeError(f"append: no free block for {seq!r}; call can_append first")
-        self._grow(seq, seq.num_tokens)
+        if num_missing:
+            self._grow(seq, seq.num_tokens)
 
     # ---- free ---------------------------------------------------------------------------------------------
     def free(self, seq: Sequence) -> None:
