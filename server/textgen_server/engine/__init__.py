@@ -4,7 +4,8 @@ Pure Python on plain integers: it never imports torch or grpc (a test checks thi
 launcher process and is unit-tested without a model.
 """
 from textgen_server.engine.block_manager import BlockManager
-from textgen_server.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SequenceUpdate
+from textgen_server.engine.scheduler import Scheduler
+from textgen_server.engine.step import ScheduledStep, SchedulerConfig, SequenceUpdate
 from textgen_server.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 __all__ = [
