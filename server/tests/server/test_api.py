@@ -59,7 +59,7 @@ def test_overlong_input_is_rejected_with_422_and_disturbs_nobody(server: Launche
 
 
 @pytest.mark.parametrize(("parameters", "fragment"), [
-    ({"max_new_tokens": 400}, "must be <= 512 (--max-total-tokens)"),
+    ({"max_new_tokens": 510}, "must be <= 512 (--max-total-tokens)"),
     ({"temperature": -1.0}, "`temperature` must be strictly positive"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "up to 4 stop sequences"),
 ])

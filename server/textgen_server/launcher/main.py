@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import uvicorn
 
 from textgen_server.launcher.config import ConfigError, LauncherConfig, build_config, parse_args
-from textgen_server.launcher.serving import start_serving
+from textgen_server.launcher.serving import load_tokenizer, start_serving
 from textgen_server.launcher.shards import ShardProcess, ShardSpec
 from textgen_server.models.hub import ModelResolveError, resolve_model
 from textgen_server.router.app import Phase, RouterState, build_app
@@ -133,12 +133,14 @@ class Launcher:
 
     async def _start(self) -> asyncio.Task[None]:
         args = self.config.args
+        tokenizer_task = asyncio.ensure_future(asyncio.to_thread(load_tokenizer, self.config))
         for rank in range(args.num_shard):
             spec = ShardSpec(model_path=self.config.model_path, uds_path=args.shard_uds_path, rank=rank,
                              world_size=args.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory)
             self.shards.append(await ShardProcess.spawn(spec))
         await asyncio.gather(*(shard.wait_ready(args.shard_startup_timeout) for shard in self.shards))
-        loop_task = await start_serving(self.config, self.state, [s.spec.socket_path for s in self.shards])
+        sockets = [shard.spec.socket_path for shard in self.shards]
+        loop_task = await start_serving(self.config, self.state, sockets, tokenizer_task)
         self.state.phase = Phase.READY
         logger.info("ready: serving http://%s:%d", args.hostname, args.port)
         return loop_task

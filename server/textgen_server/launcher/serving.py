@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+from typing import Any
 
 from textgen_server.engine.block_manager import BlockManager
 from textgen_server.engine.scheduler import Scheduler, SchedulerConfig
@@ -71,11 +72,14 @@ def load_tokenizer(config: LauncherConfig):  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(str(config.model_path))
 
 
-async def start_serving(config: LauncherConfig, state: RouterState, socket_paths: list[str]) -> asyncio.Task[None]:
-    """Connects to the shards, warms them up, fills `state.serving` and starts the batching loop task."""
+async def start_serving(config: LauncherConfig, state: RouterState, socket_paths: list[str],
+                        tokenizer_task: asyncio.Future[Any]) -> asyncio.Task[None]:
+    """Connects to the shards, warms them up, fills `state.serving` and starts the batching loop task.
+
+    `tokenizer_task` is the tokenizer loading in a thread since before the shards started (transformers'
+    import takes seconds; it overlaps with the model load)."""
     client = await ShardClient.connect(socket_paths)
     model = await client.info()
-    tokenizer_task = asyncio.create_task(asyncio.to_thread(load_tokenizer, config))
     warmup = await client.warmup(build_warmup_spec(config))
     logger.info("warmup done in %.1f s: %d KV blocks of %d tokens", warmup.duration_seconds, warmup.num_blocks,
                 warmup.block_size)

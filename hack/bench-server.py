@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Throughput and latency of our server vs transformers, on one random Llama built offline (CPU by default).
+
+Workload: N concurrent requests (default 64), prompts of exactly P tokens (128), O output tokens each (128, EOS
+ignored), greedy. Three systems run one after another on the same model and token ids:
+  ours       the real `textgen-launcher` process, driven over HTTP streaming (/generate_stream)
+  static     transformers `model.generate` on one left-padded batch of all N prompts
+  cb         transformers continuous batching, `model.generate_batch` (record_timestamps=True)
+Reported: output tokens/s, TTFT p50/p99 and TPOT p50 (seconds), then ours/static and ours/cb ratios.
+
+Usage:  .venv/bin/python hack/bench-server.py [--requests 64] [--prompt-tokens 128] [--output-tokens 128]
+        [--hidden-size 768 --layers 8 --intermediate-size 2048] [--skip static,cb] [--launcher-arg=--flag=value]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    wall_s: float
+    output_tokens: int
+    ttft_s: list[float]
+    tpot_s: list[float]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.wall_s
+
+    def row(self) -> str:
+        return (f"{self.name:8s} {self.tokens_per_s:10.1f} {percentile(self.ttft_s, 50):9.3f} "
+                f"{percentile(self.ttft_s, 99):9.3f} {percentile(self.tpot_s, 50):9.4f} {self.wall_s:8.1f}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--output-tokens", type=int, default=128)
+    parser.add_argument("--hidden-size", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--intermediate-size", type=int, default=2048)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench")
+    parser.add_argument("--skip", default="", help="comma-separated systems to skip: ours,static,cb")
+    parser.add_argument("--launcher-arg", action="append", default=[], help="extra launcher flag (repeatable)")
+    return parser.parse_args()
+
+
+def build_model(args: argparse.Namespace) -> Path:
+    from textgen_server.testing import build_tiny_model
+
+    name = f"llama-h{args.hidden_size}-l{args.layers}-i{args.intermediate_size}-a{args.heads}-kv{args.kv_heads}"
+    path = args.workdir / name
+    if not (path / "model.safetensors").exists():
+        build_tiny_model(path, "llama", hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+                         intermediate_size=args.intermediate_size, num_attention_heads=args.heads,
+                         num_key_value_heads=args.kv_heads, max_position_embeddings=2048)
+    return path
+
+
+def build_prompts(model_dir: Path, count: int, length: int) -> tuple[list[str], list[list[int]]]:
+    """`count` distinct texts whose tokenization (BOS included) is exactly `length` tokens."""
+    from transformers import AutoTokenizer
+
+    from textgen_server.testing.corpus import CORPUS_LINES
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    corpus = tokenizer(" ".join(list(CORPUS_LINES) * 40), add_special_tokens=False)["input_ids"]
+    texts, ids = [], []
+    for index in range(count):
+        start = (index * 37) % (len(corpus) - 2 * length)
+        for size in range(length, 0, -1):  # shrink the window until decode -> encode gives `length` ids
+            text = tokenizer.decode(corpus[start:start + size])
+            encoded = tokenizer(text)["input_ids"]
+            if len(encoded) <= length:
+                break
+        while len(encoded) < length:  # top up with a cheap single-token word
+            text += " a"
+            encoded = tokenizer(text)["input_ids"]
+        texts.append(text)
+        ids.append(encoded)
+    return texts, ids
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[str], workdir: Path) -> Result:
+    port = free_port()
+    log_path = workdir / "launcher.log"
+    command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
+               "127.0.0.1", "--port", str(port), "--shard-uds-path", str(workdir / "bench-shard"),
+               "--max-concurrent-requests", "1024", *extra]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(process, base_url, log_path)
+        asyncio.run(stream_all(base_url, texts[:2], 4))  # first-request costs out of the measurement
+        started = time.perf_counter()
+        timings = asyncio.run(stream_all(base_url, texts, output_tokens))
+        wall = time.perf_counter() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    print(f"(launcher log: {log_path})", file=sys.stderr)
+    return Result("ours", wall, sum(len(t) - 1 for t in timings), [t[1] - t[0] for t in timings],
+                  [(t[-1] - t[1]) / (len(t) - 2) for t in timings if len(t) > 2])
+
+
+def wait_healthy(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"launcher exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("launcher not healthy after 600 s")
+
+
+async def stream_all(base_url: str, texts: list[str], output_tokens: int) -> list[list[float]]:
+    """Per request: [send time, token 1 time, token 2 time, ...]."""
+    limits = httpx.Limits(max_connections=len(texts) + 8)
+    async with httpx.AsyncClient(base_url=base_url, timeout=3600, limits=limits) as client:
+        return list(await asyncio.gather(*(stream_one(client, text, output_tokens) for text in texts)))
+
+
+async def stream_one(client: httpx.AsyncClient, text: str, output_tokens: int) -> list[float]:
+    times = [time.perf_counter()]
+    body = {"inputs": text, "parameters": {"max_new_tokens": output_tokens, "ignore_eos_token": True}}
+    async with client.stream("POST", "/generate_stream", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                if "error" in json.loads(line[5:]):
+                    raise RuntimeError(line)
+                times.append(time.perf_counter())
+    return times
+
+
+def run_static(model_dir: Path, ids: list[list[int]], output_tokens: int) -> Result:
+    import torch
+    from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+
+    class StepClock(LogitsProcessor):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            self.times.append(time.perf_counter())
+            return scores
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    width = max(len(p) for p in ids)
+    input_ids = torch.tensor([[0] * (width - len(p)) + p for p in ids])  # left padding
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids])
+    generate = dict(attention_mask=mask, do_sample=False, max_new_tokens=output_tokens, eos_token_id=None,
+                    min_new_tokens=output_tokens, pad_token_id=0)
+    with torch.no_grad():
+        model.generate(input_ids[:2], **{**generate, "attention_mask": mask[:2], "max_new_tokens": 2,
+                                         "min_new_tokens": 2})
+        clock = StepClock()
+        started = time.perf_counter()
+        output = model.generate(input_ids, logits_processor=LogitsProcessorList([clock]), **generate)
+        wall = time.perf_counter() - started
+    num_new = output.shape[1] - width
+    ttft = clock.times[0] - started
+    tpot = (clock.times[-1] - clock.times[0]) / max(1, len(clock.times) - 1)
+    return Result("static", wall, num_new * len(ids), [ttft] * len(ids), [tpot] * len(ids))
+
+
+def run_cb(model_dir: Path, ids: list[list[int]], output_tokens: int) -> Result:
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    config = GenerationConfig(max_new_tokens=output_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    with torch.no_grad():
+        model.generate_batch(inputs=ids[:2], generation_config=config, max_new_tokens=2)
+        started = time.perf_counter()
+        outputs = model.generate_batch(inputs=ids, generation_config=config, record_timestamps=True)
+        wall = time.perf_counter() - started
+    ttft, tpot, total = [], [], 0
+    for output in outputs.values():
+        stamps: list[float] = output.timestamps or []
+        total += len(output.generated_tokens)
+        ttft.append(stamps[0] - output.created_time if stamps else wall)
+        if len(stamps) > 1:
+            tpot.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+    return Result("cb", wall, total, ttft, tpot or [float("nan")])
+
+
+def main() -> None:
+    args = parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, args.skip.split(",")))
+    model_dir = build_model(args)
+    texts, ids = build_prompts(model_dir, args.requests, args.prompt_tokens)
+    params = json.loads((model_dir / "config.json").read_text())
+    print(f"model: {model_dir} ({params['hidden_size']}x{params['num_hidden_layers']} layers), "
+          f"{args.requests} requests x ({args.prompt_tokens} prompt + {args.output_tokens} output) tokens, "
+          f"torch threads={os.cpu_count()}", flush=True)
+    runs = {"ours": lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg, args.workdir),
+            "static": lambda: run_static(model_dir, ids, args.output_tokens),
+            "cb": lambda: run_cb(model_dir, ids, args.output_tokens)}
+    results: dict[str, Result] = {}
+    for name, run in runs.items():
+        if name not in skip:
+            results[name] = run()
+            print(f"{name}: done in {results[name].wall_s:.1f} s", flush=True)
+    print_report(results)
+
+
+def print_report(results: dict[str, Result]) -> None:
+    print(f"\n{'system':8s} {'tok/s':>10s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} {'wall s':>8s}")
+    for result in results.values():
+        print(result.row())
+    ours = results.get("ours")
+    for name in ("static", "cb"):
+        other = results.get(name)
+        if ours is not None and other is not None:
+            print(f"ours/{name}: throughput x{ours.tokens_per_s / other.tokens_per_s:.2f}, TTFT p99 "
+                  f"x{percentile(ours.ttft_s, 99) / percentile(other.ttft_s, 99):.2f} (lower is better), "
+                  f"TPOT p50 x{percentile(ours.tpot_s, 50) / percentile(other.tpot_s, 50):.2f}")
+
+
+if __name__ == "__main__":
+    main()
