@@ -74,13 +74,16 @@ def paged_attention_forward(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     new_keys, new_values = key[0].transpose(0, 1), value[0].transpose(0, 1)  # [T, H_kv, D]
     step.cache.write(layer_idx, step.metadata.slot_mapping, new_keys, new_values)
+    decode = step.metadata.decode
+    if not step.metadata.chunks and decode is not None:
+        # A pure decode step: rows are already in order, so no scatter into an output buffer is needed.
+        return _decode_attention(step, layer_idx, decode, query, scale, sliding_window).unsqueeze(0), None
     out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, H, D]
     for chunk in step.metadata.chunks:
         out[chunk.q_start : chunk.q_end] = _chunk_attention(
             step, layer_idx, chunk, query, key, value, scale, sliding_window
         )
-    if step.metadata.decode is not None:
-        decode = step.metadata.decode
+    if decode is not None:
         out[decode.token_rows] = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
     return out.unsqueeze(0), None
 
