@@ -132,6 +132,7 @@ class Queue:
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
         self.blocked: set[Key] = set()      # keys whose last reconcile was blocked (retried on node changes)
+        self._failures: dict[Key, int] = {}  # consecutive failures per key: the backoff exponent
         self._tasks: set[asyncio.Task[None]] = set()
 
     def enqueue(self, key: Key) -> None:
@@ -149,12 +150,14 @@ class Queue:
         asyncio.get_running_loop().call_later(delay, self.enqueue, key)
 
     async def _run(self, key: Key) -> None:
-        failures = 0
         try:
             while True:
                 self._dirty.discard(key)
-                retry_after, failed = await self._run_once(key, failures)
-                failures = failures + 1 if failed else 0
+                retry_after, failed = await self._run_once(key, self._failures.get(key, 0))
+                if failed:
+                    self._failures[key] = self._failures.get(key, 0) + 1
+                else:
+                    self._failures.pop(key, None)
                 if retry_after is not None:
                     self.enqueue_later(key, retry_after)
                 if key not in self._dirty:
@@ -176,7 +179,7 @@ class Queue:
                 RECONCILES.labels(result="error").inc()
                 RECONCILE_ERRORS.labels(kind=type(error).__name__).inc()
                 log.warning("reconcile of %s/%s failed: %s", key[0], key[1], error,
-                            extra={"namespace": key[0], "name": key[1]})
+                            extra={"tgs_namespace": key[0], "tgs_name": key[1]})
                 return min(60.0, 0.5 * 2 ** failures), True
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
