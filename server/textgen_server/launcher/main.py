@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -44,12 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code (0 after a drain, 1 on failure, 2 on bad config)."""
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack: debugging hangs
     try:
         config = load_config(sys.argv[1:] if argv is None else argv)
     except (ConfigError, ModelResolveError) as error:
         logger.error("%s", error)
         return 2
-    return asyncio.run(Launcher(config).run())
+    code = asyncio.run(Launcher(config).run())
+    # Skip the interpreter's teardown of torch (imported by transformers' tokenizer), grpc and uvicorn threads:
+    # it takes seconds, and the exit code must reach Kubernetes promptly. Nothing is left to flush but logs.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def load_config(argv: Sequence[str]) -> LauncherConfig:
@@ -81,8 +89,11 @@ class Launcher:
             return await self._supervise(server_task, signalled)
         finally:
             self.server.should_exit = True
+            await _cancel(signalled)
             await asyncio.gather(*(shard.stop() for shard in self.shards))
-            await asyncio.gather(server_task, signalled, return_exceptions=True)
+            await asyncio.gather(server_task, return_exceptions=True)
+            if self.state.serving is not None:
+                await self.state.serving.batcher.client.close()
             logger.info("launcher stopped")
 
     async def _supervise(self, server_task: asyncio.Task[None], signalled: asyncio.Task[bool]) -> int:

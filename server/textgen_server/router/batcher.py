@@ -31,6 +31,8 @@ class StepClient(Protocol):
 
     async def filter(self, request_ids: list[int]) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 class GenerationError(RuntimeError):
     """The shard failed while this request was running; answered 500 with error_type "generation"."""
