@@ -31,8 +31,9 @@ def assert_matches_reference(model_dir: Path, jobs: list[Job], results: list[dic
     assert not mismatches, f"{len(mismatches)}/{len(jobs)} requests differ:\n" + "\n".join(mismatches)
 
 
-def run_and_check(server_url: str, model_dir: Path, reference: ReferenceModels, prefix: str = "") -> list[Job]:
-    jobs = build_jobs(reference.tokenizer(model_dir), prefix=prefix)
+def run_and_check(server_url: str, model_dir: Path, reference: ReferenceModels, prefix: str = "",
+                  stagger_s: float = 0.06) -> list[Job]:
+    jobs = build_jobs(reference.tokenizer(model_dir), prefix=prefix, stagger_s=stagger_s)
     if not prefix:  # the workload must really span 1..300 prompt tokens
         assert min(len(j.prompt_ids) for j in jobs) <= 2 and max(len(j.prompt_ids) for j in jobs) >= 290
     results = asyncio.run(run_jobs(server_url, jobs))
@@ -69,10 +70,11 @@ def test_greedy_matches_with_chunked_prefill(tiny_llama_dir: Path, launch: Launc
 
 def test_greedy_matches_under_kv_preemption(tiny_llama_dir: Path, launch: Launch,
                                             reference: ReferenceModels) -> None:
-    # 512 bytes of KV per token (2 layers x 2 KV heads x 16 dims x K,V x fp32): 384 KiB = 768 tokens = 48
-    # blocks, far less than 24 concurrent requests need, so the newest ones are preempted and recomputed.
-    server = launch(tiny_llama_dir, "--kv-cache-memory", "384KiB", "--max-input-tokens", "400",
-                    "--max-total-tokens", "512", "--max-batch-prefill-tokens", "512")
-    run_and_check(server.base_url, tiny_llama_dir, reference)
+    # 512 bytes of KV per token (2 layers x 2 KV heads x 16 dims x K,V x fp32): 192 KiB = 384 tokens = 24
+    # blocks, room for the longest request (300 + 40 tokens) but far less than 24 requests arriving almost at
+    # once need, so running sequences run out of blocks while decoding and the newest ones are preempted.
+    server = launch(tiny_llama_dir, "--kv-cache-memory", "192KiB", "--max-input-tokens", "320",
+                    "--max-total-tokens", "384", "--max-batch-prefill-tokens", "352")
+    run_and_check(server.base_url, tiny_llama_dir, reference, stagger_s=0.005)
     preemptions = re.findall(r"total preemptions: (\d+)", server.log())
     assert preemptions, "no preemption happened; lower --kv-cache-memory in this test"
