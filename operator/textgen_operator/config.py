@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,9 @@ class OperatorConfig:
     image_cpu: str = DEFAULT_IMAGES["cpu"]
     namespaces: tuple[str, ...] = ()          # empty: watch the whole cluster
     peering_name: str | None = "textgen-operator"   # None: standalone (no peering; dev only)
+    # kopf pauses every peer of equal priority, so each replica draws its own: the highest one works, the rest
+    # stand by and take over when its heartbeat stops.
+    peering_priority: int = 0
     liveness_port: int | None = 8080
     metrics_port: int | None = 9090
     bind_host: str = "0.0.0.0"                # where liveness and metrics listen (127.0.0.1 in tests)
@@ -67,6 +71,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="run without peering (two replicas would fight; dev only) [TEXTGEN_STANDALONE=true]")
     p.add_argument("--peering-name", default=e("TEXTGEN_PEERING_NAME", "textgen-operator"),
                    help="name of the KopfPeering / ClusterKopfPeering object [TEXTGEN_PEERING_NAME]")
+    p.add_argument("--peering-priority", type=int, default=None,
+                   help="this replica's peering priority; default: a random one, so replicas never tie")
     p.add_argument("--image-nvidia", default=e("TEXTGEN_IMAGE_NVIDIA", DEFAULT_IMAGES["nvidia"]))
     p.add_argument("--image-gaudi", default=e("TEXTGEN_IMAGE_GAUDI", DEFAULT_IMAGES["gaudi"]))
     p.add_argument("--image-cpu", default=e("TEXTGEN_IMAGE_CPU", DEFAULT_IMAGES["cpu"]))
@@ -77,6 +83,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--bind-host", default=e("TEXTGEN_BIND_HOST", "0.0.0.0"))
     p.add_argument("--log-format", choices=["json", "text"], default=e("TEXTGEN_LOG_FORMAT", "json"))
     p.add_argument("--log-level", default=e("TEXTGEN_LOG_LEVEL", "INFO"))
+    p.add_argument("--blocked-retry-seconds", type=float,
+                   default=float(e("TEXTGEN_BLOCKED_RETRY_SECONDS", "30")),
+                   help="how often a spec blocked on a missing dependency (e.g. a Secret) is re-checked")
     p.add_argument("--max-concurrent-reconciles", type=int,
                    default=int(e("TEXTGEN_MAX_CONCURRENT_RECONCILES", "16")))
     return p
@@ -95,10 +104,13 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         image_cpu=args.image_cpu,
         namespaces=tuple(n.strip() for n in namespaces),
         peering_name=None if args.standalone else args.peering_name,
+        peering_priority=(secrets.randbelow(1_000_000) if args.peering_priority is None
+                          else args.peering_priority),
         liveness_port=args.liveness_port or None,
         metrics_port=args.metrics_port or None,
         bind_host=args.bind_host,
         log_format=args.log_format,
         log_level=args.log_level.upper(),
         max_concurrent_reconciles=args.max_concurrent_reconciles,
+        blocked_retry_seconds=args.blocked_retry_seconds,
     )

@@ -86,19 +86,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
         return runtime.queue
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def on_tgs(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    async def on_tgs(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
         if type != "DELETED" and namespace:
             queue_of(memo).enqueue((namespace, name))
 
     for group, version, plural in CHILD_RESOURCES:
         @kopf.on.event(group, version, plural, labels=OWNED, registry=registry, id=f"child-{plural}")
-        def on_child(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+        async def on_child(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
             # A child changed (status, a hand edit, a deletion): its owner re-converges.
             if namespace:
                 queue_of(memo).enqueue((namespace, labels[LABEL_SERVICE]))
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
-    def on_node(name: str, type: str, status: kopf.Status, memo: Any, **_: Any) -> None:
+    async def on_node(name: str, type: str, status: kopf.Status, memo: Any, **_: Any) -> None:
         runtime = _runtime(memo)
         before = runtime.nodes.largest()
         runtime.nodes.update(name, None if type == "DELETED" else dict(status.get("allocatable", {})))

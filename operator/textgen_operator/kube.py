@@ -5,8 +5,11 @@ tell reads from writes.
 """
 from __future__ import annotations
 
+import base64
 import json
+import os
 import ssl
+import tempfile
 from typing import Any
 from urllib.parse import quote
 
@@ -40,17 +43,29 @@ class ApiError(Exception):
         self.reason = reason
 
 
+def _pem(data: str | bytes) -> bytes:
+    """kubeconfig *-data fields are base64 of PEM; PEM passed directly is kept as is."""
+    raw = data.encode() if isinstance(data, str) else data
+    return raw if raw.lstrip().startswith(b"-----") else base64.b64decode(raw)
+
+
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.insecure:
         return False
     ctx = ssl.create_default_context(
         cafile=str(info.ca_path) if info.ca_path else None,
-        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data)
+        cadata=_pem(info.ca_data).decode() if info.ca_data else None)
     if info.certificate_path and info.private_key_path:
         ctx.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
     elif info.certificate_data and info.private_key_data:
-        raise ValueError("client certificates given as data are not supported; use a kubeconfig with file paths "
-                         "or a token")
+        # ssl loads client keys from files only; the files live just long enough to be read.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            with open(cert, "wb") as f:
+                f.write(_pem(info.certificate_data))
+            with open(os.open(key, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                f.write(_pem(info.private_key_data))
+            ctx.load_cert_chain(cert, key)
     return ctx
 
 

@@ -24,6 +24,7 @@ def run(config: OperatorConfig, stop_flag: object | None = None) -> None:
         registry=registry,
         standalone=config.peering_name is None,
         peering_name=config.peering_name,
+        priority=config.peering_priority,
         clusterwide=config.clusterwide,
         namespaces=list(config.namespaces),
         liveness_endpoint=liveness,
