@@ -69,10 +69,14 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return ctx
 
 
+USER_AGENT = "textgen-operator/0.1.0"   # tells our requests apart in the API server's audit log
+
+
 def _headers(info: kopf.ConnectionInfo) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT}
     if info.token:
-        return {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
-    return {}
+        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+    return headers
 
 
 class Kube:

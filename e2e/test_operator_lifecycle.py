@@ -1,0 +1,317 @@
+"""The operator end to end: installed by the real chart with the real helm, run as a local process that holds a
+token of the chart's ServiceAccount (so the chart's RBAC is what it gets), against the real control plane.
+
+Fake accelerator nodes come from kwok; their pods run nothing. Nothing here dials a pod or Service IP.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+import yaml
+
+from e2e.harness import REPO_ROOT, Cluster, apply_yaml, wait_for
+
+CHART = REPO_ROOT / "charts" / "textgen-operator"
+EXAMPLES = sorted((REPO_ROOT / "crds" / "examples").glob("*.yaml"))
+RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
+OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+NODE_PREFIX = {"nvidia": "gpu-h100-", "gaudi": "gaudi2-", "cpu": "cpu-"}
+
+
+@dataclass
+class Operator:
+    process: subprocess.Popen[bytes]
+    metrics_url: str
+    log_path: Path
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a counter's samples matching labels, read from the operator's /metrics."""
+        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    cmd = [str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`helm {' '.join(args)}` failed: {proc.stderr}")
+    return proc.stdout
+
+
+def token_kubeconfig(cluster: Cluster, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest), not as the admin."""
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    token = core.create_namespaced_service_account_token(
+        RELEASE, SYSTEM_NS, {"spec": {"expirationSeconds": 7200}}).status.token
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "local", "cluster": server}],
+              "users": [{"name": "operator", "user": {"token": token}}],
+              "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+              "current-context": "operator"}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The chart installed by helm, and the operator running locally with the chart's identity."""
+    helm(cluster, "upgrade", "--install", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--create-namespace",
+         "--wait", "--timeout", "120s")
+    tmp = tmp_path_factory.mktemp("operator")
+    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig")
+    liveness, metrics = free_port(), free_port()
+    log_path = tmp / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    # The highest priority, so a stale peer left by an earlier crashed run never pauses this one.
+    args = [sys.executable, "-m", "textgen_operator.main", "--peering-name", RELEASE,
+            "--peering-priority", "2000000", "--liveness-port", str(liveness), "--metrics-port", str(metrics),
+            "--bind-host", "127.0.0.1", "--log-format", "json", "--blocked-retry-seconds", "2"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    handle = Operator(process, f"http://127.0.0.1:{metrics}/metrics", log_path)
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"operator exited: {log_path.read_text()[-3000:]}"
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, 60, "the operator's /healthz")
+    yield handle
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    sys.stderr.write(f"--- operator log tail\n{log_path.read_text()[-4000:]}\n")
+
+
+def api(cluster: Cluster) -> kubernetes.client.ApiClient:
+    return cluster.api_client()
+
+
+def get_tgs(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", "tgs", name, "-n", namespace, "-o", "json").stdout))
+
+
+def condition(tgs: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in tgs.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, replicas: int, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        tgs = get_tgs(cluster, namespace, name)
+        status = tgs.get("status", {})
+        ok = (condition(tgs, "Ready").get("status") == "True" and status.get("readyReplicas") == replicas
+              and status.get("updatedReplicas") == replicas
+              and status.get("observedGeneration") == tgs["metadata"]["generation"])
+        return tgs if ok else None
+
+    return wait_for(ready, timeout, f"TGS {namespace}/{name} Ready with {replicas} replicas")
+
+
+def create_token_secret(cluster: Cluster, namespace: str) -> None:
+    cluster.kubectl("create", "secret", "generic", "hf-token", "-n", namespace, "--from-literal=token=hf_fake")
+
+
+def children(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "statefulsets,services,poddisruptionbudgets,serviceaccounts", "-n", namespace,
+                          "-l", f"textgen.dev/service={name}", "-o", "json").stdout
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in json.loads(out)["items"]}
+
+
+def pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={name}",
+                          "-o", "json").stdout
+    return list(json.loads(out)["items"])
+
+
+def tiny(name: str, **spec: Any) -> str:
+    body = {"apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService", "metadata": {"name": name},
+            "spec": {"model": {"id": "org/tiny"}, "accelerator": {"type": "nvidia", "count": 1}, **spec}}
+    return yaml.safe_dump(body)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_converges_on_the_right_nodes(cluster: Cluster, operator: Operator, namespace: str,
+                                                    example: Path) -> None:
+    create_token_secret(cluster, namespace)
+    [applied] = apply_yaml(cluster, example, namespace)
+    name, spec = applied["metadata"]["name"], applied["spec"]
+    tgs = wait_ready(cluster, namespace, name, spec["replicas"])
+    assert tgs["status"]["replicas"] == spec["replicas"]
+    assert tgs["status"]["endpoint"] == f"http://{name}.{namespace}.svc:80"
+    objs = children(cluster, namespace, name)
+    assert set(objs) == {f"StatefulSet/{name}", f"Service/{name}", f"Service/{name}-headless",
+                         f"PodDisruptionBudget/{name}", f"ServiceAccount/{name}"}
+    for obj in objs.values():
+        [ref] = obj["metadata"]["ownerReferences"]
+        assert ref["uid"] == tgs["metadata"]["uid"] and ref["controller"] is True
+    placed = pods(cluster, namespace, name)
+    assert len(placed) == spec["replicas"]
+    prefix = NODE_PREFIX[spec["accelerator"]["type"]]
+    assert all(p["spec"]["nodeName"].startswith(prefix) for p in placed), [p["spec"]["nodeName"] for p in placed]
+    printed = cluster.kubectl("get", "tgs", "-n", namespace).stdout
+    assert name in printed and "AllReplicasReady" in printed
+
+
+def test_scale_subresource_moves_pods(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply_yaml(cluster, tiny("scaled"), namespace)
+    wait_ready(cluster, namespace, "scaled", 1)
+    cluster.kubectl("scale", "tgs/scaled", "-n", namespace, "--replicas=3")
+    tgs = wait_ready(cluster, namespace, "scaled", 3)
+    assert tgs["status"]["selector"] == "app.kubernetes.io/instance=scaled,app.kubernetes.io/name=textgen"
+    assert len(pods(cluster, namespace, "scaled")) == 3
+    cluster.kubectl("scale", "tgs/scaled", "-n", namespace, "--replicas=1")
+    wait_for(lambda: len(pods(cluster, namespace, "scaled")) == 1, 60, "scale down to one pod")
+
+
+def test_spec_change_rolls_the_pods(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply_yaml(cluster, tiny("rolled", replicas=2), namespace)
+    wait_ready(cluster, namespace, "rolled", 2)
+    before = {p["metadata"]["uid"] for p in pods(cluster, namespace, "rolled")}
+    cluster.kubectl("patch", "tgs", "rolled", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"limits": {"maxInputTokens": 512, "maxTotalTokens": 1024}}}')
+    tgs = wait_ready(cluster, namespace, "rolled", 2)
+    assert tgs["status"]["currentRevision"] == tgs["status"]["updateRevision"]
+    after = pods(cluster, namespace, "rolled")
+    assert not before & {p["metadata"]["uid"] for p in after}, "every pod was replaced"
+    args = after[0]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-input-tokens") + 1] == "512"
+
+
+def test_hand_edit_of_the_statefulset_is_reverted(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply_yaml(cluster, tiny("drift"), namespace)
+    wait_ready(cluster, namespace, "drift", 1)
+    cluster.kubectl("set", "image", "statefulset/drift", "-n", namespace, "server=someone/else:latest")
+    cluster.kubectl("patch", "statefulset", "drift", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"replicas": 4}}')
+
+    def reverted() -> bool:
+        sts = children(cluster, namespace, "drift")["StatefulSet/drift"]
+        image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image != "someone/else:latest" and sts["spec"]["replicas"] == 1
+
+    wait_for(reverted, 30, "the operator to put the StatefulSet's image and replicas back")
+    wait_ready(cluster, namespace, "drift", 1)
+
+
+def test_deleting_the_tgs_garbage_collects_everything(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply_yaml(cluster, tiny("doomed"), namespace)
+    wait_ready(cluster, namespace, "doomed", 1)
+    cluster.kubectl("delete", "tgs", "doomed", "-n", namespace)
+    wait_for(lambda: not children(cluster, namespace, "doomed") and not pods(cluster, namespace, "doomed"),
+             60, "garbage collection of every child and pod")
+
+
+def test_unschedulable_request_shows_degraded_with_the_schedulers_reason(cluster: Cluster, operator: Operator,
+                                                                         namespace: str) -> None:
+    # Two NVIDIA nodes with 8 GPUs each: a third 8-GPU replica cannot be placed.
+    apply_yaml(cluster, tiny("toobig", accelerator={"type": "nvidia", "count": 8}, replicas=3), namespace)
+
+    def degraded() -> dict[str, Any] | None:
+        tgs = get_tgs(cluster, namespace, "toobig")
+        c = condition(tgs, "Degraded")
+        return c if c.get("status") == "True" and c.get("reason") == "Unschedulable" else None
+
+    cond = wait_for(degraded, 60, "Degraded=True reason Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in cond["message"]
+    assert condition(get_tgs(cluster, namespace, "toobig"), "Ready")["status"] == "False"
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                             "involvedObject.kind=TextGenerationService,reason=Unschedulable", "-o", "json").stdout
+    assert json.loads(events)["items"], "an Unschedulable Warning event"
+
+
+def warning_events(cluster: Cluster, namespace: str, reason: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                          f"involvedObject.kind=TextGenerationService,reason={reason},type=Warning",
+                          "-o", "json").stdout
+    return list(json.loads(out)["items"])
+
+
+def test_missing_secret_yields_a_condition_and_an_event_then_recovers(cluster: Cluster, operator: Operator,
+                                                                      namespace: str) -> None:
+    apply_yaml(cluster, tiny("nosecret", model={"id": "org/gated", "tokenSecretRef": {"name": "hf-token"}}),
+               namespace)
+    wait_for(lambda: condition(get_tgs(cluster, namespace, "nosecret"), "Degraded").get("reason") == "SecretNotFound",
+             30, "Degraded reason SecretNotFound")
+    assert "hf-token" in condition(get_tgs(cluster, namespace, "nosecret"), "Degraded")["message"]
+    assert warning_events(cluster, namespace, "SecretNotFound")
+    assert not children(cluster, namespace, "nosecret"), "nothing is created for a blocked spec"
+    create_token_secret(cluster, namespace)
+    wait_ready(cluster, namespace, "nosecret", 1, timeout=60)
+
+
+def test_impossible_accelerator_count_yields_a_condition_and_an_event(cluster: Cluster, operator: Operator,
+                                                                      namespace: str) -> None:
+    apply_yaml(cluster, tiny("sixteen", accelerator={"type": "nvidia", "count": 16}), namespace)
+    wait_for(lambda: condition(get_tgs(cluster, namespace, "sixteen"), "Degraded").get("reason")
+             == "AcceleratorCountUnsatisfiable", 30, "Degraded reason AcceleratorCountUnsatisfiable")
+    assert "at most 8" in condition(get_tgs(cluster, namespace, "sixteen"), "Degraded")["message"]
+    assert warning_events(cluster, namespace, "AcceleratorCountUnsatisfiable")
+    assert not children(cluster, namespace, "sixteen")
+    # Another TGS in the same namespace is unaffected.
+    apply_yaml(cluster, tiny("fine"), namespace)
+    wait_ready(cluster, namespace, "fine", 1)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"limits": {"maxInputTokens": 2048, "maxTotalTokens": 2048}}, "maxTotalTokens must be greater"),
+    ({"accelerator": {"type": "gaudi", "count": 3}}, "Gaudi shards must be 1, 2, 4 or 8"),
+    ({"gaudi": {"batchBucketSize": 8}}, "spec.gaudi is only valid with spec.accelerator.type: gaudi"),
+    ({"replicas": 9, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}}, "must lie within"),
+])
+def test_the_crd_rejects_inconsistent_specs(cluster: Cluster, operator: Operator, namespace: str,
+                                            spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(RuntimeError, match=message):
+        apply_yaml(cluster, tiny("bad", **spec), namespace)
+
+
+def test_zero_writes_at_steady_state(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    """60 s after convergence the API server's audit log holds no write by the operator (kopf's peering
+    heartbeat on the ClusterKopfPeering object excepted, and reported)."""
+    for name in ("steady-a", "steady-b"):
+        apply_yaml(cluster, tiny(name, replicas=2), namespace)
+    for name in ("steady-a", "steady-b"):
+        wait_ready(cluster, namespace, name, 2)
+    time.sleep(5)                       # let the last status write's own watch event come back
+    start = len(cluster.audit_events())
+    reconciles_before = operator.metric("textgen_operator_reconciles_total")
+    time.sleep(60)
+    writes = [e for e in cluster.audit_events()[start:]
+              if e["user"]["username"] == OPERATOR_USER and e["verb"] in WRITE_VERBS]
+    ours = [e for e in writes if e["objectRef"].get("resource") != "clusterkopfpeerings"]
+    heartbeats = len(writes) - len(ours)
+    sys.stderr.write(f"steady state: {len(ours)} writes, {heartbeats} peering heartbeats in 60 s; "
+                     f"{operator.metric('textgen_operator_reconciles_total') - reconciles_before:.0f} reconciles\n")
+    assert ours == [], [(e["verb"], e["objectRef"]) for e in ours]
