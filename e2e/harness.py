@@ -127,7 +127,9 @@ def dump_namespace(cluster: Cluster, namespace: str) -> str:
     )
     objects = cluster.kubectl("get", ",".join(names), "-n", namespace, "-o", "yaml", check=False)
     parsed = yaml.safe_load(objects.stdout) if objects.returncode == 0 else None
-    items = (parsed or {}).get("items", [])
+    # Every namespace has these two; they only lengthen the dump.
+    boilerplate = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
+    items = [i for i in (parsed or {}).get("items", []) if (i["kind"], i["metadata"]["name"]) not in boilerplate]
     for item in items:  # managedFields are long and say nothing a reader of a failure needs
         item.get("metadata", {}).pop("managedFields", None)
     return (

@@ -32,7 +32,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 # pinned_version MODULE_DIR GO_MODULE -> the version the wrapper's go.mod requires
 pinned_version() {
-  awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$tools/$1/go.mod"
+  # Matches both `require m v1.2.3` and a line `m v1.2.3` inside a require ( ... ) block.
+  awk -v m="$2" '$1 == "require" {$1 = ""; $0 = $0} $1 == m && $2 ~ /^v/ {print $2; exit}' "$tools/$1/go.mod"
 }
 
 cache_key() {

@@ -28,9 +28,10 @@ stop_component() {
 }
 
 # spawn NAME ARGS...: in its own session, so a Ctrl-C in the shell (or pytest) that ran `up` does not stop it.
+# 8>&- : the daemon must not inherit hack/cluster's lock, or every later up/down would wait for it forever.
 spawn() {
   local name=$1; shift
-  setsid "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
+  setsid "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null 8>&- &
   echo $! > "$dir/pids/$name.pid"
 }
 
