@@ -93,6 +93,7 @@ class Launcher:
             await asyncio.gather(*(shard.stop() for shard in self.shards))
             await asyncio.gather(server_task, return_exceptions=True)
             if self.state.serving is not None:
+                logger.info("batching totals: %s", self.state.serving.batcher.summary())
                 await self.state.serving.batcher.client.close()
             logger.info("launcher stopped")
 

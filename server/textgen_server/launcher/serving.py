@@ -41,10 +41,18 @@ def build_scheduler(config: LauncherConfig, warmup: WarmupResult) -> Scheduler:
     return Scheduler(scheduler_config, blocks)
 
 
-def build_limits(config: LauncherConfig, warmup: WarmupResult) -> Limits:
+def build_limits(config: LauncherConfig, scheduler: Scheduler) -> Limits:
+    # A request must fit the KV cache alone (the scheduler assumes it): the smaller of what warmup allocated and
+    # --max-batch-total-tokens.
+    capacity = min(scheduler.block_manager.num_blocks * scheduler.block_manager.block_size,
+                   scheduler.config.max_batch_total_tokens)
+    if capacity < config.max_total_tokens:
+        logger.warning("the KV cache holds %d tokens, less than --max-total-tokens (%d): requests whose prompt + "
+                       "max_new_tokens exceed %d will be rejected; raise --kv-cache-memory to serve them",
+                       capacity, config.max_total_tokens, capacity)
     return Limits(max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens,
                   max_stop_sequences=config.args.max_stop_sequences, max_top_n_tokens=config.args.max_top_n_tokens,
-                  kv_capacity_tokens=warmup.num_blocks * warmup.block_size)
+                  kv_capacity_tokens=capacity)
 
 
 def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -> Info:
@@ -88,7 +96,7 @@ async def start_serving(config: LauncherConfig, state: RouterState, socket_paths
     logger.info("Setting max batch total tokens to %d", scheduler.config.max_batch_total_tokens)
     tokenizer = await tokenizer_task
     batcher = Batcher(scheduler, client, tokenizer, eos_token_ids=frozenset(model.eos_token_ids))
-    state.serving = Serving(batcher=batcher, tokenizer=tokenizer, limits=build_limits(config, warmup),
+    state.serving = Serving(batcher=batcher, tokenizer=tokenizer, limits=build_limits(config, scheduler),
                             info=build_info(config, model, scheduler),
                             max_concurrent_requests=config.args.max_concurrent_requests)
     return asyncio.create_task(batcher.run(), name="batching-loop")

@@ -46,7 +46,8 @@ class Counters:
     num_prefill_steps: int = 0
     num_preemptions: int = 0
     num_generated_tokens: int = 0
-    forward_seconds: float = 0.0
+    step_seconds: float = 0.0       # schedule + RPC + postprocess + delivery, as the loop sees it
+    rpc_seconds: float = 0.0        # Prefill/Decode calls, including the shard's compute
 
 
 @dataclass
@@ -126,7 +127,22 @@ class Batcher:
                 self._fail_all(error)
                 return
 
+    def summary(self) -> str:
+        """One line of cumulative figures (logged at shutdown; the benchmark reads it)."""
+        c = self.counters
+        shard = getattr(self.client, "shard_forward_seconds", float("nan"))
+        return (f"steps={c.num_steps} prefill_steps={c.num_prefill_steps} generated_tokens={c.num_generated_tokens} "
+                f"preemptions={c.num_preemptions} loop_step_seconds={c.step_seconds:.2f} "
+                f"rpc_seconds={c.rpc_seconds:.2f} shard_forward_seconds={shard:.2f}")
+
     async def _run_step(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self._step_once()
+        finally:
+            self.counters.step_seconds += time.perf_counter() - started
+
+    async def _step_once(self) -> None:
         step = self.scheduler.schedule()
         if step is None:
             return
@@ -136,7 +152,7 @@ class Batcher:
             await self.client.filter(finished)
         started = time.perf_counter()
         generations = await self.client.step(step.items, step.is_prefill)
-        self.counters.forward_seconds += time.perf_counter() - started
+        self.counters.rpc_seconds += time.perf_counter() - started
         for update in self.scheduler.postprocess(step, generations):
             self._deliver(update)
 

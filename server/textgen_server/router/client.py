@@ -31,6 +31,8 @@ class ShardClient:
     def __init__(self, channels: list[grpc.aio.Channel]) -> None:
         self._channels = channels
         self._stubs = [pb_grpc.ShardStub(channel) for channel in channels]
+        # Rank 0's own compute time per step, summed: with the router's step time it splits where time goes.
+        self.shard_forward_seconds = 0.0
 
     @classmethod
     async def connect(cls, socket_paths: list[str], timeout: float = 30.0) -> "ShardClient":
@@ -56,6 +58,7 @@ class ShardClient:
             response = await self._all(lambda stub: stub.Prefill(request))
         else:
             response = await self._all(lambda stub: stub.Decode(request))
+        self.shard_forward_seconds += response.forward_ns / 1e9
         return convert.generations_from_pb(response)
 
     async def filter(self, request_ids: list[int]) -> None:
