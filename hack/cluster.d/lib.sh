@@ -14,17 +14,22 @@ running() {
 all_running() { local c; for c in "${components[@]}"; do running "$c" || return 1; done; }
 any_running() { local c; for c in "${components[@]}"; do running "$c" && return 0; done; return 1; }
 
-stop_component() {
-  local name=$1 pid i
-  running "$name" || return 0
-  pid=$(pid_of "$name")
-  kill -TERM "$pid" 2>/dev/null || return 0
+any_alive() { local pid; for pid in "$@"; do [ -d "/proc/$pid" ] && return 0; done; return 1; }
+
+# stop_components NAME...: SIGTERM to all at once, then SIGKILL to any still alive after 10 s.
+stop_components() {
+  local name pids=() pid i
+  for name in "$@"; do
+    running "$name" || continue
+    pid=$(pid_of "$name")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
   for i in $(seq 1 100); do
-    [ -d "/proc/$pid" ] || return 0
+    any_alive "${pids[@]}" || return 0
     sleep 0.1
   done
-  log "$name (pid $pid) ignored SIGTERM for 10 s; killing it"
-  kill -KILL "$pid" 2>/dev/null || true
+  log "still alive 10 s after SIGTERM: pids ${pids[*]}; sending SIGKILL"
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 # spawn NAME ARGS...: in its own session, so a Ctrl-C in the shell (or pytest) that ran `up` does not stop it.
@@ -135,6 +140,8 @@ start_apiserver() {
   local p="$dir/pki"
   cp "$conf/audit-policy.yaml" "$dir/audit-policy.yaml"
   # Default admission plugins stay on (they are on unless disabled); NodeRestriction is added as real clusters do.
+  # --endpoint-reconciler-type=none: the API server would publish its advertise address (127.0.0.1) as the
+  # endpoints of Service default/kubernetes, which validation rejects (loopback) every 10 s; no pod runs to use it.
   spawn kube-apiserver "$bin/kube-apiserver" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
@@ -144,7 +151,7 @@ start_apiserver() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$service_cidr" --allow-privileged=true --profiling=false \
     --audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log" --audit-log-maxbackup=0 \
-    --cert-dir="$p"
+    --endpoint-reconciler-type=none --cert-dir="$p"
 }
 
 api_ready() {
