@@ -19,7 +19,7 @@ tools="$root/hack/tools"
 cache=${TEXTGEN_CACHE:-$HOME/.cache/textgen}
 min_go_minor=26  # the wrapper modules say `go 1.26.0` (k8s.io/kubernetes v1.36 needs it)
 # Bump when the build flags or the module layout change in a way the go.mod/go.sum hash cannot see.
-build_rev=1
+build_rev=2
 modules=(kube kwok helm)
 declare -A packages=(
   [kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd"
@@ -75,6 +75,22 @@ download_with_retries() {
   done
 }
 
+# version_ldflags MODULE: -X flags that stamp the release into the binaries. Without them the Kubernetes
+# binaries report v0.0.0 (`kubectl version`, /version), and Helm's chart kubeVersion checks fail.
+version_ldflags() {
+  local k8s major minor pkg out=""
+  case "$1" in
+    kube)
+      k8s=$(pinned_version kube k8s.io/kubernetes)  # v1.36.3
+      major=$(echo "$k8s" | cut -d. -f1 | tr -d v); minor=$(echo "$k8s" | cut -d. -f2)
+      for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        out+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+      done ;;
+    helm) out=" -X helm.sh/helm/v3/internal/version.version=$(pinned_version helm helm.sh/helm/v3)" ;;
+  esac
+  echo "$out"
+}
+
 build_module() {
   local m=$1 start tmp
   start=$(date +%s)
@@ -84,7 +100,7 @@ build_module() {
   tmp=$(mktemp -d "$tool_dir/tmp-$m.XXXXXX")
   # -trimpath: binaries do not embed this checkout's path; -s -w: no symbol tables, a faster link.
   # shellcheck disable=SC2086  # the package list is meant to split
-  (cd "$tools/$m" && GOFLAGS="${GOFLAGS:-} -mod=readonly" go build -trimpath -ldflags="-s -w" -o "$tmp/" ${packages[$m]}) \
+  (cd "$tools/$m" && GOFLAGS="${GOFLAGS:-} -mod=readonly" go build -trimpath -ldflags="-s -w$(version_ldflags "$m")" -o "$tmp/" ${packages[$m]}) \
     || { rm -rf "$tmp"; die "go build failed in hack/tools/$m (see the errors above)."; }
   mv -f "$tmp"/* "$bin_dir/"
   rm -rf "$tmp"
