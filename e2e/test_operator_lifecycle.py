@@ -304,6 +304,10 @@ def test_zero_writes_at_steady_state(cluster: Cluster, operator: Operator, names
         apply_yaml(cluster, tiny(name, replicas=2), namespace)
     for name in ("steady-a", "steady-b"):
         wait_ready(cluster, namespace, name, 2)
+    # Namespaces of earlier tests still being deleted are not a steady state: their TGSs lose children.
+    wait_for(lambda: "Terminating" not in cluster.kubectl("get", "namespaces", "-l", "e2e.textgen.dev/test",
+                                                          "--no-headers").stdout, 120,
+             "earlier test namespaces to finish terminating")
     time.sleep(5)                       # let the last status write's own watch event come back
     start = len(cluster.audit_events())
     reconciles_before = operator.metric("textgen_operator_reconciles_total")

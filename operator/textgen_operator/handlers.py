@@ -65,6 +65,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
         settings.persistence.finalizer = f"{GROUP}/operator"
         settings.posting.enabled = False            # our Events come from the reconciler, on transitions only
         settings.watching.server_timeout = 300
+        # Our resources are fixed and namespaces are named exactly: no need to list CRDs or namespaces
+        # (which would need cluster-wide RBAC the operator otherwise does not have).
+        settings.scanning.disabled = True
         settings.peering.mandatory = runtime.config.peering_name is not None
         settings.peering.clusterwide = runtime.config.clusterwide
 

@@ -71,7 +71,7 @@ async def _apply_all(kube: Kube, to_apply: list[Body], observed: dict[tuple[str,
             observed[object_key(obj)] = await kube.apply(obj)
             APPLIES.labels(kind=obj["kind"]).inc()
         except ApiError as error:
-            if error.status in (401, 403) or error.status >= 500:
+            if error.status in (401, 403, 404) or error.status >= 500:
                 raise
             return [Problem("ApplyRejected", f"the API server rejected {obj['kind']} {obj['metadata']['name']}: "
                                              f"{error.message}. Fix the TextGenerationService spec accordingly "
@@ -93,8 +93,23 @@ def _event(tgs: Body, transition: Transition, now: str) -> Body:
     }
 
 
+def _is_gone(error: ApiError) -> bool:
+    """The TGS or its namespace is going away: nothing left to converge, and retrying only adds writes."""
+    return error.status == 404 or (error.status == 403 and "being terminated" in error.message)
+
+
 async def reconcile(kube: Kube, config: OperatorConfig, nodes: NodeCapacity, key: Key) -> bool:
     """Converges one TGS. Returns True when it is blocked on something outside it (retry later)."""
+    try:
+        return await _reconcile(kube, config, nodes, key)
+    except ApiError as error:
+        if _is_gone(error):
+            log.info("%s/%s is going away: %s", key[0], key[1], error.message)
+            return False
+        raise
+
+
+async def _reconcile(kube: Kube, config: OperatorConfig, nodes: NodeCapacity, key: Key) -> bool:
     namespace, name = key
     tgs = await kube.get(TGS_KIND, namespace, name)
     if tgs is None or tgs["metadata"].get("deletionTimestamp"):
