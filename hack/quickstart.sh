@@ -8,12 +8,13 @@
 #
 # Everything it installs is pinned and cached under ~/.cache/textgen (the first run builds the control plane
 # from Go modules: tens of minutes on 2 cores; later runs take well under a minute).
-# Settings: TEXTGEN_QUICKSTART_PORT (the launcher's port on 127.0.0.1, default 3000).
+# Settings: TEXTGEN_QUICKSTART_PORT (the launcher's port on 127.0.0.1, default 3000), TEXTGEN_QUICKSTART_DIR
+# (its logs, pids and model; default ~/.cache/textgen/quickstart), and hack/cluster's TEXTGEN_CLUSTER_* settings.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 cache=${TEXTGEN_CACHE:-$HOME/.cache/textgen}
-state="$cache/quickstart"
+state=${TEXTGEN_QUICKSTART_DIR:-$cache/quickstart}
 port=${TEXTGEN_QUICKSTART_PORT:-3000}
 release=textgen-operator
 system_ns=textgen-system
