@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
-from e2e.harness import HACK_CLUSTER, Cluster, dump_namespace, find_bin_dir, new_namespace_name, run_hack_cluster, wait_for
+from e2e.harness import (
+    HACK_CLUSTER, Cluster, dump_namespace, find_bin_dir, new_namespace_name, run_hack_cluster, wait_for,
+)
 
 NAMESPACE_LABEL = "e2e.textgen.dev/test"
 
@@ -67,7 +69,9 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     funcargs = getattr(item, "funcargs", {})
     if report.when == "call" and report.failed and "namespace" in funcargs and "cluster" in funcargs:

@@ -82,7 +82,7 @@ def find_bin_dir() -> Path:
     return Path(proc.stdout.strip())
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, message: str, interval: float = 0.2) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float, message: str, interval: float = 0.2) -> T:
     """Polls `predicate` until it returns something truthy and returns that value.
 
     On timeout raises AssertionError naming `message` ("3 pods Ready") and the predicate's last value, so a
@@ -132,7 +132,8 @@ def dump_namespace(cluster: Cluster, namespace: str) -> str:
     items = [i for i in (parsed or {}).get("items", []) if (i["kind"], i["metadata"]["name"]) not in boilerplate]
     for item in items:  # managedFields are long and say nothing a reader of a failure needs
         item.get("metadata", {}).pop("managedFields", None)
+    objects_text = yaml.safe_dump(items, sort_keys=False) if items else objects.stderr
     return (
         f"=== events in {namespace}\n{events.stdout or events.stderr}\n"
-        f"=== objects in {namespace} ({len(items)})\n{yaml.safe_dump(items, sort_keys=False) if items else objects.stderr}"
+        f"=== objects in {namespace} ({len(items)})\n{objects_text}"
     )

@@ -25,7 +25,7 @@ def client_with_token(cluster: Cluster, token: str) -> kubernetes.client.ApiClie
 def mint_token(cluster: Cluster, namespace: str, service_account: str) -> str:
     core = kubernetes.client.CoreV1Api(cluster.api_client())
     request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
-    return core.create_namespaced_service_account_token(service_account, namespace, request).status.token
+    return str(core.create_namespaced_service_account_token(service_account, namespace, request).status.token)
 
 
 def test_service_account_token_is_authorized_by_rbac_only(cluster: Cluster, namespace: str) -> None:

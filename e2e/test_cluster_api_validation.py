@@ -61,13 +61,16 @@ def test_valid_custom_object_is_accepted(cluster: Cluster, namespace: str) -> No
 
 @pytest.mark.usefixtures("widget_crd")
 @pytest.mark.parametrize(("spec", "expected"), [
-    ("{replicas: 0, accelerator: nvidia}", "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"),
+    ("{replicas: 0, accelerator: nvidia}",
+     "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"),
     ("{replicas: 1, accelerator: tpu}", 'spec.accelerator: Unsupported value: "tpu"'),
     ("{replicas: 1}", "spec.accelerator: Required value"),
     # A wrong type is caught even before validation, by server-side apply's typed merge.
     ('{replicas: "two", accelerator: cpu}', ".spec.replicas: expected numeric (int or float), got string"),
 ])
-def test_custom_object_violating_its_schema_is_rejected(cluster: Cluster, namespace: str, spec: str, expected: str) -> None:
+def test_custom_object_violating_its_schema_is_rejected(
+    cluster: Cluster, namespace: str, spec: str, expected: str
+) -> None:
     with pytest.raises(RuntimeError) as err:
         apply_yaml(cluster, widget("bad", spec), namespace)
 

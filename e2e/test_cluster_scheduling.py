@@ -43,7 +43,7 @@ def build_statefulset(name: str, replicas: int, resources: dict[str, str], node_
             },
         },
     }
-    return yaml.safe_dump(spec)
+    return str(yaml.safe_dump(spec))
 
 
 def list_pods(cluster: Cluster, namespace: str, app: str) -> list[kubernetes.client.V1Pod]:
@@ -129,7 +129,9 @@ spec:
     resources: {limits: {habana.ai/gaudi: "1"}}
 """, namespace)
 
-    cond = wait_for(lambda: pod_scheduled_condition(cluster, namespace, "no-toleration"), 30, "a PodScheduled condition")
+    cond = wait_for(
+        lambda: pod_scheduled_condition(cluster, namespace, "no-toleration"), 30, "a PodScheduled condition"
+    )
 
     assert (cond.status, cond.reason) == ("False", "Unschedulable")
     assert "untolerated taint" in cond.message and "habana.ai/gaudi" in cond.message, cond.message

@@ -22,7 +22,8 @@ min_go_minor=26  # the wrapper modules say `go 1.26.0` (k8s.io/kubernetes v1.36 
 build_rev=2
 modules=(kube kwok helm)
 declare -A packages=(
-  [kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd"
+  [kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+          k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd"
   [kwok]="sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl"
   [helm]="helm.sh/helm/v3/cmd/helm"
 )
@@ -59,7 +60,8 @@ check_go() {
   v=$(go env GOVERSION)  # e.g. go1.26.8
   minor=$(echo "$v" | sed -E 's/^go1\.([0-9]+).*/\1/')
   [[ "$minor" =~ ^[0-9]+$ ]] || die "cannot parse the Go version '$v'; Go >= 1.$min_go_minor is required."
-  [ "$minor" -ge "$min_go_minor" ] || die "Go $v is too old: the pinned Kubernetes needs Go >= 1.$min_go_minor. Install a newer Go and retry."
+  [ "$minor" -ge "$min_go_minor" ] \
+    || die "Go $v is too old: the pinned Kubernetes needs Go >= 1.$min_go_minor. Install a newer Go and retry."
 }
 
 # download_with_retries MODULE: the module proxy is the only network step, and it fails transiently.
@@ -69,7 +71,8 @@ download_with_retries() {
     if (cd "$tools/$1" && go mod download); then
       return 0
     fi
-    [ "$attempt" = 4 ] && die "go mod download failed 4 times in hack/tools/$1; check access to \$GOPROXY ($(go env GOPROXY)) and retry."
+    [ "$attempt" = 4 ] \
+      && die "go mod download failed 4 times in hack/tools/$1; check access to \$GOPROXY ($(go env GOPROXY)) and retry."
     log "go mod download failed in hack/tools/$1 (attempt $attempt), retrying in $((attempt * 10)) s"
     sleep $((attempt * 10))
   done
@@ -96,11 +99,13 @@ build_module() {
   start=$(date +%s)
   log "[$m] downloading modules (cached after the first run)"
   download_with_retries "$m"
-  log "[$m] compiling: ${packages[$m]//k8s.io\/kubernetes\/cmd\//} (the first build takes many minutes)"
+  # shellcheck disable=SC2086,SC2116  # echo joins the list onto one line
+  log "[$m] compiling: $(echo ${packages[$m]//k8s.io\/kubernetes\/cmd\//}) (the first build takes many minutes)"
   tmp=$(mktemp -d "$tool_dir/tmp-$m.XXXXXX")
   # -trimpath: binaries do not embed this checkout's path; -s -w: no symbol tables, a faster link.
   # shellcheck disable=SC2086  # the package list is meant to split
-  (cd "$tools/$m" && GOFLAGS="${GOFLAGS:-} -mod=readonly" go build -trimpath -ldflags="-s -w$(version_ldflags "$m")" -o "$tmp/" ${packages[$m]}) \
+  (cd "$tools/$m" && GOFLAGS="${GOFLAGS:-} -mod=readonly" \
+    go build -trimpath -ldflags="-s -w$(version_ldflags "$m")" -o "$tmp/" ${packages[$m]}) \
     || { rm -rf "$tmp"; die "go build failed in hack/tools/$m (see the errors above)."; }
   mv -f "$tmp"/* "$bin_dir/"
   rm -rf "$tmp"

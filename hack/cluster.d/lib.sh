@@ -82,7 +82,8 @@ make_pki() {
   local p="$dir/pki" client='keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth'
   new_key "$p/ca.key"
   openssl req -x509 -new -key "$p/ca.key" -subj "/CN=textgen-local-ca" -days 3650 -out "$p/ca.crt" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    2>/dev/null
   issue apiserver "/CN=kube-apiserver" "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n\
 subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,\
 DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
