@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import uvicorn
 
@@ -110,12 +111,13 @@ class Launcher:
         exits = [asyncio.create_task(shard.wait_exit()) for shard in self.shards]
         done = await _first_of(signalled, server_task, loop_task, *exits)
         try:
-            return await self._after(done, signalled, server_task, loop_task, exits)
+            return await self._after(done, server_task, loop_task, exits)
         finally:
             await _cancel(loop_task, *exits)
 
-    async def _after(self, done: set[asyncio.Task], signalled: asyncio.Task, server_task: asyncio.Task,
-                     loop_task: asyncio.Task, exits: list[asyncio.Task]) -> int:
+    async def _after(self, done: set[asyncio.Future[Any]], server_task: asyncio.Future[Any],
+                     loop_task: asyncio.Future[Any], exits: list[asyncio.Task[int]]) -> int:
+        """What ended the serving phase decides the exit code: a failure 1, a signal 0 after draining."""
         for rank, task in enumerate(exits):
             if task in done:
                 self.state.phase = Phase.BROKEN
@@ -158,18 +160,18 @@ class Launcher:
         return loop_task
 
 
-async def _first_of(*tasks: asyncio.Future) -> set[asyncio.Future]:
+async def _first_of(*tasks: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
     done, _ = await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
     return done
 
 
-async def _cancel(*tasks: asyncio.Future) -> None:
+async def _cancel(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _http_failed(server_task: asyncio.Task[None]) -> int:
+def _http_failed(server_task: asyncio.Future[Any]) -> int:
     error = server_task.exception() if server_task.done() and not server_task.cancelled() else None
     logger.error("the HTTP server stopped (%s); check that --hostname/--port are free and valid",
                  error or "bind failed")

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -80,7 +80,7 @@ class Batcher:
     def num_in_flight(self) -> int:
         return len(self._live)
 
-    def submit(self, request: ValidRequest) -> tuple[int, AsyncIterator[TokenEvent]]:
+    def submit(self, request: ValidRequest) -> tuple[int, AsyncGenerator[TokenEvent, None]]:
         """Queues a validated request; returns its id and the stream of its token events (last one final)."""
         if self.broken is not None:
             raise GenerationError(f"the shard is unavailable: {self.broken}")
@@ -185,7 +185,7 @@ class Batcher:
             _log_done(live, event.finished.finish_reason)
         live.queue.put_nowait(event)
 
-    async def _events(self, request_id: int, live: _Live) -> AsyncIterator[TokenEvent]:
+    async def _events(self, request_id: int, live: _Live) -> AsyncGenerator[TokenEvent, None]:
         try:
             while True:
                 event = await live.queue.get()
