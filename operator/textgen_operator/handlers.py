@@ -5,9 +5,10 @@ never writes to our objects; the reconciler decides every write.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -16,7 +17,8 @@ from textgen_operator import GROUP, PLURAL, VERSION
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import Kube
 from textgen_operator.names import LABEL_MANAGED_BY, LABEL_SERVICE
-from textgen_operator.reconciler import NodeCapacity, Queue, reconcile
+from textgen_operator.cache import ObjectCache
+from textgen_operator.reconciler import Context, NodeCapacity, Queue, prime, reconcile
 from textgen_operator import FIELD_MANAGER
 
 log = logging.getLogger("textgen_operator.handlers")
@@ -31,8 +33,10 @@ class Runtime:
 
     config: OperatorConfig
     nodes: NodeCapacity
+    cache: ObjectCache = field(default_factory=ObjectCache)
     kube: Kube | None = None
     queue: Queue | None = None
+    primer: asyncio.Task[None] | None = None
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -80,23 +84,30 @@ def register(registry: kopf.OperatorRegistry) -> None:
             await runtime.kube.close()
 
     def queue_of(memo: Any) -> Queue:
+        """The reconcile queue, created on the first event; it waits until one LIST per kind primed the cache."""
         runtime = _runtime(memo)
         if runtime.queue is None:
-            kube, config, nodes = runtime.kube, runtime.config, runtime.nodes
+            kube = runtime.kube
             assert kube is not None, "login handler has not run"
-            runtime.queue = Queue(lambda key: reconcile(kube, config, nodes, key),
-                                  config.max_concurrent_reconciles, config.blocked_retry_seconds)
+            ctx = Context(kube, runtime.cache, runtime.config, runtime.nodes)
+            ready = asyncio.Event()
+            runtime.queue = Queue(lambda key: reconcile(ctx, key), runtime.config.max_concurrent_reconciles,
+                                  runtime.config.blocked_retry_seconds, ready)
+            runtime.primer = asyncio.get_running_loop().create_task(_prime_until_done(ctx, ready))
         return runtime.queue
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def on_tgs(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    async def on_tgs(event: Any, name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+        remember(memo, event)
         if type != "DELETED" and namespace:
             queue_of(memo).enqueue((namespace, name))
 
     for group, version, plural in CHILD_RESOURCES:
         @kopf.on.event(group, version, plural, labels=OWNED, registry=registry, id=f"child-{plural}")
-        async def on_child(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+        async def on_child(event: Any, labels: Mapping[str, str], namespace: str | None, memo: Any,
+                           **_: Any) -> None:
             # A child changed (status, a hand edit, a deletion): its owner re-converges.
+            remember(memo, event)
             if namespace:
                 queue_of(memo).enqueue((namespace, labels[LABEL_SERVICE]))
 
@@ -107,3 +118,28 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime.nodes.update(name, None if type == "DELETED" else dict(status.get("allocatable", {})))
         if runtime.nodes.largest() != before and runtime.queue is not None:
             runtime.queue.requeue_blocked()
+
+
+def remember(memo: Any, event: Any) -> None:
+    """Keeps the cache current with a watch event (kopf's raw event: {"type": ..., "object": {...}})."""
+    obj = event.get("object") if isinstance(event, Mapping) else None
+    if isinstance(obj, dict) and obj.get("metadata", {}).get("name"):
+        cache = _runtime(memo).cache
+        if event.get("type") == "DELETED":
+            cache.delete(obj)
+        else:
+            cache.put(obj)
+
+
+async def _prime_until_done(ctx: Context, ready: asyncio.Event) -> None:
+    """Primes the cache, retrying (with a growing pause) until the API server answers."""
+    delay = 1.0
+    while True:
+        try:
+            await prime(ctx)
+            ready.set()
+            return
+        except Exception as error:   # keep trying: without a primed cache nothing can be reconciled safely
+            log.warning("priming the cache failed, retrying in %.0f s: %s", delay, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

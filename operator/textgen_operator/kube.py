@@ -125,10 +125,18 @@ class Kube:
         path, resource = self.collection(api_kind, namespace)
         return await self._request("get", resource, "GET", f"{path}/{quote(name)}", allow_404=True)
 
-    async def list(self, api_kind: str, namespace: str, label_selector: str) -> list[Body]:
-        path, resource = self.collection(api_kind, namespace)
-        answer = await self._request("list", resource, "GET", path, params={"labelSelector": label_selector})
-        return list((answer or {}).get("items", []))
+    async def list_all(self, api_kind: str, namespaces: tuple[str, ...], label_selector: str) -> list[Body]:
+        """Every matching object in the given namespaces (all namespaces when empty), with apiVersion and kind
+        set on each item (a LIST answer leaves them out)."""
+        path, resource = RESOURCES[api_kind]
+        paths = [path.format(ns=quote(ns)) for ns in namespaces] or [path.replace("/namespaces/{ns}", "")]
+        version, kind = api_kind.rsplit("/", 1)
+        items: list[Body] = []
+        for collection in paths:
+            params = {"labelSelector": label_selector} if label_selector else None
+            answer = await self._request("list", resource, "GET", collection, params=params)
+            items += [{**item, "apiVersion": version, "kind": kind} for item in (answer or {}).get("items", [])]
+        return items
 
     async def exists(self, api_kind: str, namespace: str, name: str) -> bool:
         """Existence only: asks for metadata, so a Secret's data never reaches the operator."""

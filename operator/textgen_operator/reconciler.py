@@ -12,12 +12,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from textgen_operator import GROUP, VERSION
+from textgen_operator import FIELD_MANAGER, GROUP, VERSION
 from textgen_operator.builders import build_desired
+from textgen_operator.cache import ObjectCache, api_kind
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import ApiError, Kube
 from textgen_operator.metrics import APPLIES, QUEUE_DEPTH, RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
-from textgen_operator.names import Body, selector_string
+from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
 from textgen_operator.status import Transition, build_status, build_transitions, status_changed
@@ -57,26 +58,28 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _read_children(kube: Kube, desired: list[Body]) -> dict[tuple[str, str], Body | None]:
-    keys = [object_key(o) for o in desired]
-    namespace = desired[0]["metadata"]["namespace"]
-    found = await asyncio.gather(*(kube.get(k[0], namespace, k[1]) for k in keys))
-    return dict(zip(keys, found))
+async def _apply_one(kube: Kube, cache: ObjectCache, obj: Body) -> list[Problem]:
+    """Applies one object; an API rejection becomes a problem the user sees, not a crash loop."""
+    try:
+        cache.put(await kube.apply(obj))
+        APPLIES.labels(kind=obj["kind"]).inc()
+        return []
+    except ApiError as error:
+        if error.status in (401, 403, 404) or error.status >= 500:
+            raise
+        return [Problem("ApplyRejected", f"the API server rejected {obj['kind']} {obj['metadata']['name']}: "
+                                         f"{error.message}. Fix the TextGenerationService spec accordingly "
+                                         "(immutable fields such as spec.cache need a new object)")]
 
 
-async def _apply_all(kube: Kube, to_apply: list[Body], observed: dict[tuple[str, str], Body | None]) -> list[Problem]:
-    """Applies in order; an API rejection becomes a problem the user sees, not a crash loop."""
-    for obj in to_apply:
-        try:
-            observed[object_key(obj)] = await kube.apply(obj)
-            APPLIES.labels(kind=obj["kind"]).inc()
-        except ApiError as error:
-            if error.status in (401, 403, 404) or error.status >= 500:
-                raise
-            return [Problem("ApplyRejected", f"the API server rejected {obj['kind']} {obj['metadata']['name']}: "
-                                             f"{error.message}. Fix the TextGenerationService spec accordingly "
-                                             "(immutable fields such as spec.cache need a new object)")]
-    return []
+async def _apply_all(kube: Kube, cache: ObjectCache, to_apply: list[Body]) -> list[Problem]:
+    """The small children at once, then the StatefulSet (its pods need the ServiceAccount)."""
+    first = [o for o in to_apply if o["kind"] != "StatefulSet"]
+    last = [o for o in to_apply if o["kind"] == "StatefulSet"]
+    problems = [p for found in await asyncio.gather(*(_apply_one(kube, cache, o) for o in first)) for p in found]
+    for obj in last:
+        problems += await _apply_one(kube, cache, obj)
+    return problems
 
 
 def _event(tgs: Body, transition: Transition, now: str) -> Body:
@@ -98,10 +101,20 @@ def _is_gone(error: ApiError) -> bool:
     return error.status == 404 or (error.status == 403 and "being terminated" in error.message)
 
 
-async def reconcile(kube: Kube, config: OperatorConfig, nodes: NodeCapacity, key: Key) -> bool:
+@dataclass
+class Context:
+    """What every reconcile needs."""
+
+    kube: Kube
+    cache: ObjectCache
+    config: OperatorConfig
+    nodes: NodeCapacity
+
+
+async def reconcile(ctx: Context, key: Key) -> bool:
     """Converges one TGS. Returns True when it is blocked on something outside it (retry later)."""
     try:
-        return await _reconcile(kube, config, nodes, key)
+        return await _reconcile(ctx, key)
     except ApiError as error:
         if _is_gone(error):
             log.info("%s/%s is going away: %s", key[0], key[1], error.message)
@@ -109,29 +122,51 @@ async def reconcile(kube: Kube, config: OperatorConfig, nodes: NodeCapacity, key
         raise
 
 
-async def _reconcile(kube: Kube, config: OperatorConfig, nodes: NodeCapacity, key: Key) -> bool:
+async def _load_tgs(ctx: Context, key: Key) -> Body | None:
+    tgs = ctx.cache.get(TGS_KIND, *key)
+    if tgs is None:      # not seen by a watch yet (or gone): ask once
+        tgs = await ctx.kube.get(TGS_KIND, *key)
+        if tgs is not None:
+            ctx.cache.put(tgs)
+    return tgs
+
+
+async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
-    tgs = await kube.get(TGS_KIND, namespace, name)
+    tgs = await _load_tgs(ctx, key)
     if tgs is None or tgs["metadata"].get("deletionTimestamp"):
         return False    # garbage collection removes the children through their owner references
-    desired = build_desired(tgs, config)
+    desired = build_desired(tgs, ctx.config)
+    observed = {object_key(o): ctx.cache.get(api_kind(o), namespace, o["metadata"]["name"]) for o in desired}
     ref = tgs["spec"]["model"].get("tokenSecretRef")
-    observed, pods, secret_exists = await asyncio.gather(
-        _read_children(kube, desired), kube.list("v1/Pod", namespace, selector_string(tgs)),
-        kube.exists("v1/Secret", namespace, ref["name"]) if ref else asyncio.sleep(0, None))
-    problems = find_problems(tgs, secret_exists, nodes.largest())
+    secret_exists = await ctx.kube.exists("v1/Secret", namespace, ref["name"]) if ref else None
+    problems = find_problems(tgs, secret_exists, ctx.nodes.largest())
     if not any(p.blocking for p in problems):
-        to_apply = plan_applies(desired, observed)
-        problems += await _apply_all(kube, to_apply, observed)
-    sts = observed.get(object_key(desired[-1]))
+        problems += await _apply_all(ctx.kube, ctx.cache, plan_applies(desired, observed))
+    sts = ctx.cache.get("apps/v1/StatefulSet", namespace, name)
     now = _now()
-    status = build_status(tgs, sts, pods, problems, now)
+    status = build_status(tgs, sts, ctx.cache.pods_of(namespace, name), problems, now)
     old = tgs.get("status", {})
     if status_changed(old, status):
-        await kube.patch_status(namespace, name, status)
+        await ctx.kube.patch_status(namespace, name, status)
+        ctx.cache.set_status(TGS_KIND, namespace, name, status)
         for transition in build_transitions(old.get("conditions", []), status["conditions"]):
-            await kube.create_event(_event(tgs, transition, now))
+            await ctx.kube.create_event(_event(tgs, transition, now))
     return any(p.blocking for p in problems)
+
+
+CHILD_KINDS = ("v1/ServiceAccount", "v1/Service", "policy/v1/PodDisruptionBudget", "apps/v1/StatefulSet", "v1/Pod")
+
+
+async def prime(ctx: Context) -> None:
+    """Fills the cache with one LIST per kind, so that a cache miss afterwards means "does not exist"."""
+    namespaces = ctx.config.namespaces
+    for tgs in await ctx.kube.list_all(TGS_KIND, namespaces, ""):
+        ctx.cache.put(tgs)
+    for kind in CHILD_KINDS:
+        for obj in await ctx.kube.list_all(kind, namespaces, f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"):
+            ctx.cache.put(obj)
+    log.info("cache primed with %d objects", len(ctx.cache))
 
 
 ReconcileFn = Callable[[Key], Awaitable[bool]]
@@ -140,8 +175,10 @@ ReconcileFn = Callable[[Key], Awaitable[bool]]
 class Queue:
     """Runs at most one reconcile per key at a time; events during a run coalesce into one more run."""
 
-    def __init__(self, reconcile_fn: ReconcileFn, max_concurrent: int, blocked_retry_seconds: float) -> None:
+    def __init__(self, reconcile_fn: ReconcileFn, max_concurrent: int, blocked_retry_seconds: float,
+                 ready: asyncio.Event | None = None) -> None:
         self._reconcile = reconcile_fn
+        self._ready = ready     # reconciles wait for it (the primed cache); None: start at once
         self._limit = asyncio.Semaphore(max_concurrent)
         self._retry_seconds = blocked_retry_seconds
         self._running: set[Key] = set()
@@ -183,6 +220,8 @@ class Queue:
 
     async def _run_once(self, key: Key, failures: int) -> tuple[float | None, bool]:
         """One reconcile; returns (a delay after which to retry or None, whether it raised)."""
+        if self._ready is not None:
+            await self._ready.wait()
         async with self._limit:
             started = time.monotonic()
             try:
