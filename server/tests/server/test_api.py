@@ -138,13 +138,27 @@ def test_huggingface_hub_inference_client(server: LauncherProcess) -> None:
     assert streamed == expected
 
 
-def test_client_disconnect_cancels_the_request(server: LauncherProcess) -> None:
-    body = {"inputs": "A request nobody waits for", "parameters": {"max_new_tokens": 480}}
+def test_client_disconnect_cancels_a_stream(server: LauncherProcess) -> None:
+    cancelled_before = server.log().count("cancelled by the client")
+    body = {"inputs": "A request nobody waits for", "parameters": {"max_new_tokens": 480, "ignore_eos_token": True}}
     with httpx.stream("POST", f"{server.base_url}/generate_stream", json=body, timeout=60) as response:
-        for number, line in enumerate(response.iter_lines()):
+        for number, _ in enumerate(response.iter_lines()):
             if number >= 6:
                 break
-    deadline = time.monotonic() + 10
-    while "cancelled by the client" not in server.log() and time.monotonic() < deadline:
+    _wait_for_log_count(server, "cancelled by the client", cancelled_before + 1)
+
+
+def test_client_disconnect_cancels_a_generate_call(server: LauncherProcess) -> None:
+    cancelled_before = server.log().count("cancelled by the client")
+    body = {"inputs": "Another request nobody waits for",
+            "parameters": {"max_new_tokens": 480, "ignore_eos_token": True}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/generate", json=body, timeout=0.3)
+    _wait_for_log_count(server, "cancelled by the client", cancelled_before + 1)
+
+
+def _wait_for_log_count(server: LauncherProcess, text: str, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while server.log().count(text) < count and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert "cancelled by the client" in server.log()
+    assert server.log().count(text) >= count, f"expected {count} x {text!r} in the launcher log"

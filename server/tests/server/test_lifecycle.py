@@ -17,7 +17,11 @@ pytestmark = pytest.mark.slow
 
 def test_killing_the_shard_makes_the_launcher_exit_nonzero_within_10_s(tiny_llama_dir: Path, launch: Launch,
                                                                        ) -> None:
-    server = launch(tiny_llama_dir)
+    server = launch(tiny_llama_dir, wait=False)
+    first_answer = _first_health_answer(server.base_url)
+    server.wait_healthy()
+    # HTTP is up before the model is loaded and warmed up, and says so (Kubernetes' startup probe relies on it).
+    assert first_answer == 503
     shard_pids = server.shard_pids()
     assert len(shard_pids) == 1, f"expected one shard child, found {shard_pids}"
     killed_at = time.monotonic()
@@ -26,6 +30,22 @@ def test_killing_the_shard_makes_the_launcher_exit_nonzero_within_10_s(tiny_llam
     assert code != 0
     assert time.monotonic() - killed_at < 10
     assert "shard 0 exited unexpectedly" in server.log()
+
+
+def test_invalid_flags_exit_2_with_an_actionable_message(tiny_llama_dir: Path, launch: Launch) -> None:
+    server = launch(tiny_llama_dir, "--num-shard", "2", wait=False)
+    assert server.process.wait(timeout=60) == 2
+    assert "--num-shard 2 is not supported yet" in server.log()
+
+
+def _first_health_answer(base_url: str, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return httpx.get(f"{base_url}/health", timeout=2).status_code
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("the launcher never answered HTTP")
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(tiny_llama_dir: Path, launch: Launch) -> None:
