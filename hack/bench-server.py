@@ -230,7 +230,7 @@ def main() -> None:
     params = json.loads((model_dir / "config.json").read_text())
     print(f"model: {model_dir} ({params['hidden_size']}x{params['num_hidden_layers']} layers), "
           f"{args.requests} requests x ({args.prompt_tokens} prompt + {args.output_tokens} output) tokens, "
-          f"torch threads={os.cpu_count()}", flush=True)
+          f"cpus={os.cpu_count()}", flush=True)
     runs = {"ours": lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg, args.workdir),
             "static": lambda: run_static(model_dir, ids, args.output_tokens),
             "cb": lambda: run_cb(model_dir, ids, args.output_tokens)}
