@@ -30,7 +30,8 @@ class ShardClient:
 
     def __init__(self, channels: list[grpc.aio.Channel]) -> None:
         self._channels = channels
-        self._stubs = [pb_grpc.ShardStub(channel) for channel in channels]
+        # The generated *_pb2_grpc module carries no type hints (protoc writes none for it).
+        self._stubs = [pb_grpc.ShardStub(channel) for channel in channels]  # type: ignore[no-untyped-call]
         # Rank 0's own compute time per step, summed: with the router's step time it splits where time goes.
         self.shard_forward_seconds = 0.0
 
