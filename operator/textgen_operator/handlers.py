@@ -18,7 +18,8 @@ from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import Kube
 from textgen_operator.names import LABEL_MANAGED_BY, LABEL_SERVICE
 from textgen_operator.cache import ObjectCache
-from textgen_operator.reconciler import Context, NodeCapacity, Queue, prime, reconcile
+from textgen_operator.reconciler import Context, NodeCapacity, prime, reconcile
+from textgen_operator.workqueue import Queue
 from textgen_operator import FIELD_MANAGER
 
 log = logging.getLogger("textgen_operator.handlers")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from textgen_operator import FIELD_MANAGER, GROUP, VERSION
@@ -17,7 +15,7 @@ from textgen_operator.builders import build_desired
 from textgen_operator.cache import ObjectCache, api_kind
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import ApiError, Kube
-from textgen_operator.metrics import APPLIES, QUEUE_DEPTH, RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
+from textgen_operator.metrics import APPLIES
 from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
@@ -25,7 +23,7 @@ from textgen_operator.status import Transition, build_status, build_transitions,
 
 log = logging.getLogger("textgen_operator.reconciler")
 TGS_KIND = f"{GROUP}/{VERSION}/TextGenerationService"
-Key = tuple[str, str]   # (namespace, name)
+from textgen_operator.workqueue import Key
 
 
 @dataclass
@@ -167,83 +165,3 @@ async def prime(ctx: Context) -> None:
         for obj in await ctx.kube.list_all(kind, namespaces, f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"):
             ctx.cache.put(obj)
     log.info("cache primed with %d objects", len(ctx.cache))
-
-
-ReconcileFn = Callable[[Key], Awaitable[bool]]
-
-
-class Queue:
-    """Runs at most one reconcile per key at a time; events during a run coalesce into one more run."""
-
-    def __init__(self, reconcile_fn: ReconcileFn, max_concurrent: int, blocked_retry_seconds: float,
-                 ready: asyncio.Event | None = None) -> None:
-        self._reconcile = reconcile_fn
-        self._ready = ready     # reconciles wait for it (the primed cache); None: start at once
-        self._limit = asyncio.Semaphore(max_concurrent)
-        self._retry_seconds = blocked_retry_seconds
-        self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self.blocked: set[Key] = set()      # keys whose last reconcile was blocked (retried on node changes)
-        self._failures: dict[Key, int] = {}  # consecutive failures per key: the backoff exponent
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def enqueue(self, key: Key) -> None:
-        """Schedules a reconcile of key (now, or right after the one in flight)."""
-        if key in self._running:
-            self._dirty.add(key)
-            return
-        self._running.add(key)
-        QUEUE_DEPTH.set(len(self._running))
-        task = asyncio.get_running_loop().create_task(self._run(key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def enqueue_later(self, key: Key, delay: float) -> None:
-        asyncio.get_running_loop().call_later(delay, self.enqueue, key)
-
-    async def _run(self, key: Key) -> None:
-        try:
-            while True:
-                self._dirty.discard(key)
-                retry_after, failed = await self._run_once(key, self._failures.get(key, 0))
-                if failed:
-                    self._failures[key] = self._failures.get(key, 0) + 1
-                else:
-                    self._failures.pop(key, None)
-                if retry_after is not None:
-                    self.enqueue_later(key, retry_after)
-                if key not in self._dirty:
-                    return
-        finally:
-            self._running.discard(key)
-            QUEUE_DEPTH.set(len(self._running))
-
-    async def _run_once(self, key: Key, failures: int) -> tuple[float | None, bool]:
-        """One reconcile; returns (a delay after which to retry or None, whether it raised)."""
-        if self._ready is not None:
-            await self._ready.wait()
-        async with self._limit:
-            started = time.monotonic()
-            try:
-                blocked = await self._reconcile(key)
-                (self.blocked.add if blocked else self.blocked.discard)(key)
-                RECONCILES.labels(result="blocked" if blocked else "ok").inc()
-                return (self._retry_seconds if blocked else None), False
-            except Exception as error:   # one broken object must never stop the others
-                RECONCILES.labels(result="error").inc()
-                RECONCILE_ERRORS.labels(kind=type(error).__name__).inc()
-                log.warning("reconcile of %s/%s failed: %s", key[0], key[1], error,
-                            extra={"tgs_namespace": key[0], "tgs_name": key[1]})
-                return min(60.0, 0.5 * 2 ** failures), True
-            finally:
-                RECONCILE_SECONDS.observe(time.monotonic() - started)
-
-    def requeue_blocked(self) -> None:
-        """Re-checks every blocked TGS now (the cluster changed under them)."""
-        for key in list(self.blocked):
-            self.enqueue(key)
-
-    async def drain(self) -> None:
-        """Waits for in-flight reconciles (tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

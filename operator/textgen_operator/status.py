@@ -145,7 +145,7 @@ def build_transitions(old: list[Body], new: list[Body]) -> list[Transition]:
     for c in new:
         key = (c["type"], c["status"])
         if key in _EVENT_TYPES and before.get(c["type"]) != (c["status"], c["reason"]):
-            if c["type"] == "Degraded" and c["status"] == "False" and c["type"] not in before:
-                continue   # a fresh object that is fine: no news
+            if c["type"] not in before and key in (("Degraded", "False"), ("Ready", "False")):
+                continue   # a fresh object that is starting normally: no news (and one write less)
             events.append(Transition(_EVENT_TYPES[key], c["reason"], c["message"]))
     return events

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from textgen_operator.reconciler import Key, NodeCapacity, Queue
+from textgen_operator.reconciler import NodeCapacity
+from textgen_operator.workqueue import Key, PriorityLimit, Queue
 
 
 def test_events_during_a_run_coalesce_into_one_more_run() -> None:
@@ -63,3 +64,45 @@ def test_node_capacity_tracks_the_largest_node() -> None:
     assert nodes.largest() == {"nvidia.com/gpu": 8}
     nodes.update("gpu-0", None)
     assert nodes.largest() == {"nvidia.com/gpu": 4}
+
+
+def test_new_keys_jump_ahead_of_re_reconciles() -> None:
+    order: list[Key] = []
+
+    async def reconcile(key: Key) -> bool:
+        order.append(key)
+        await asyncio.sleep(0.01)
+        return False
+
+    async def scenario() -> None:
+        queue = Queue(reconcile, max_concurrent=1, blocked_retry_seconds=30)
+        queue.enqueue(("ns", "old"))
+        await queue.drain()                       # "old" has been reconciled once
+        order.clear()
+        queue.enqueue(("ns", "busy"))             # takes the only slot
+        await asyncio.sleep(0)
+        queue.enqueue(("ns", "old"))              # a re-reconcile waits...
+        queue.enqueue(("ns", "new"))              # ...and a first one, enqueued later, goes first
+        await queue.drain()
+
+    asyncio.run(scenario())
+    assert order == [("ns", "busy"), ("ns", "new"), ("ns", "old")]
+
+
+def test_priority_limit_hands_slots_over_in_priority_order() -> None:
+    async def scenario() -> list[str]:
+        limit, got = PriorityLimit(1), []
+        await limit.acquire(0)
+
+        async def waiter(name: str, priority: int) -> None:
+            await limit.acquire(priority)
+            got.append(name)
+            limit.release()
+
+        tasks = [asyncio.create_task(waiter("low", 5)), asyncio.create_task(waiter("high", 0))]
+        await asyncio.sleep(0)
+        limit.release()
+        await asyncio.gather(*tasks)
+        return got
+
+    assert asyncio.run(scenario()) == ["high", "low"]

@@ -87,3 +87,10 @@ def test_transitions_become_events(make_tgs: Any) -> None:
     assert [(e.event_type, e.reason) for e in build_transitions(pending, ready)] == [("Normal", "AllReplicasReady")]
     assert build_transitions(ready, ready) == []
     assert ("Warning", "SecretNotFound") in [(e.event_type, e.reason) for e in build_transitions(ready, broken)]
+
+
+def test_a_fresh_object_starting_normally_makes_no_event(make_tgs: Any) -> None:
+    first = build_status(make_tgs(), None, [], [], NOW)["conditions"]
+    assert build_transitions([], first) == []
+    broken = build_status(make_tgs(), None, [], [Problem("SecretNotFound", "create it")], NOW)["conditions"]
+    assert [(e.event_type, e.reason) for e in build_transitions([], broken)] == [("Warning", "SecretNotFound")]
