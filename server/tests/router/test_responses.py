@@ -5,6 +5,7 @@ import json
 
 from textgen_server.protocol import SamplingParams
 from textgen_server.router.responses import (
+    Candidate,
     build_generate_response,
     build_stream_response,
     dump_generate_response,
@@ -45,14 +46,14 @@ def test_final_stream_event_carries_text_and_details() -> None:
 
 
 def test_generate_without_details_is_only_text() -> None:
-    body = dump_generate_response(build_generate_response(Finished("eos_token", "x", 1), [TOKEN], [[]],
-                                                          _request(), "in", []))
+    candidate = Candidate(_request(), Finished("eos_token", "x", 1), [TOKEN], [[]])
+    body = dump_generate_response(build_generate_response(candidate, [], "in", []))
     assert body == {"generated_text": "x"}
 
 
 def test_generate_details_list_tokens_and_seed_null_for_greedy() -> None:
-    response = build_generate_response(Finished("stop_sequence", "x", 1), [TOKEN], [[]], _request(details=True),
-                                       "in", [])
+    candidate = Candidate(_request(details=True), Finished("stop_sequence", "x", 1), [TOKEN], [[]])
+    response = build_generate_response(candidate, [], "in", [])
     body = json.loads(json.dumps(dump_generate_response(response)))
     assert body["details"]["finish_reason"] == "stop_sequence"
     assert body["details"]["seed"] is None

@@ -51,6 +51,10 @@ class LauncherArgs:
     graceful_termination_timeout: float
     shard_startup_timeout: float
     disable_prefix_caching: bool
+    # TGI request limits (router/validation.py, router/routes_tgi_payload.py)
+    max_best_of: int = 2
+    max_client_batch_size: int = 4
+    payload_limit: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
     ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),
     ("--max-top-n-tokens", "MAX_TOP_N_TOKENS", int, 5, "largest top_n_tokens a request may ask"),
+    # TGI request limits: best_of candidates, prompts per request, request body bytes (413 beyond).
+    ("--max-best-of", "MAX_BEST_OF", int, 2, "largest best_of a request may ask"),
+    ("--max-client-batch-size", "MAX_CLIENT_BATCH_SIZE", int, 4, "most prompts in one request"),
+    ("--payload-limit", "PAYLOAD_LIMIT", int, 2_000_000, "largest request body in bytes (413 beyond)"),
     ("--max-input-tokens", "MAX_INPUT_TOKENS", _optional(int), None,
      "longest prompt in tokens (default: min(max_position_embeddings - 1, 4095))"),
     ("--max-total-tokens", "MAX_TOTAL_TOKENS", _optional(int), None,
@@ -193,6 +201,8 @@ def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
 
 def _positive_problems(args: LauncherArgs) -> list[str]:
     checks = {"--max-concurrent-requests": args.max_concurrent_requests, "--max-batch-size": args.max_batch_size,
+              "--max-best-of": args.max_best_of, "--max-client-batch-size": args.max_client_batch_size,
+              "--payload-limit": args.payload_limit,
               "--max-waiting-tokens": args.max_waiting_tokens, "--kv-cache-memory": args.kv_cache_memory}
     problems = [f"{flag} must be positive, got {value}" for flag, value in checks.items()
                 if value is not None and value <= 0]

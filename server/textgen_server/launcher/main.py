@@ -75,7 +75,7 @@ class Launcher:
 
     def __init__(self, config: LauncherConfig) -> None:
         self.config = config
-        self.state = RouterState()
+        self.state = RouterState(payload_limit=config.args.payload_limit)
         self.shards: list[ShardProcess] = []
         self.server = _Server(uvicorn.Config(build_app(self.state), host=config.args.hostname,
                                              port=config.args.port, log_level="warning", lifespan="off"))

@@ -52,7 +52,8 @@ def build_limits(config: LauncherConfig, scheduler: Scheduler) -> Limits:
                        capacity, config.max_total_tokens, capacity)
     return Limits(max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens,
                   max_stop_sequences=config.args.max_stop_sequences, max_top_n_tokens=config.args.max_top_n_tokens,
-                  kv_capacity_tokens=capacity)
+                  kv_capacity_tokens=capacity, max_best_of=config.args.max_best_of,
+                  max_client_batch_size=config.args.max_client_batch_size)
 
 
 def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -> Info:
@@ -63,7 +64,8 @@ def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -
                 max_batch_total_tokens=scheduler.config.max_batch_total_tokens,
                 max_batch_prefill_tokens=config.max_batch_prefill_tokens,
                 waiting_served_ratio=args.waiting_served_ratio, max_waiting_tokens=args.max_waiting_tokens,
-                max_batch_size=args.max_batch_size, version=_version())
+                max_batch_size=args.max_batch_size, max_best_of=args.max_best_of,
+                max_client_batch_size=args.max_client_batch_size, version=_version())
 
 
 def _version() -> str:

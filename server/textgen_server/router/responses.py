@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from textgen_server.router.schemas import (
+    BestOfSequence,
     Details,
     GenerateResponse,
     PrefillToken,
@@ -37,17 +39,48 @@ def build_stream_response(event: TokenEvent, request: ValidRequest, inputs: str)
                           generated_text=full_text(request, inputs, finished.generated_text), details=details)
 
 
-def build_generate_response(finished: Finished, tokens: list[Token], top_tokens: list[list[Token]],
-                            request: ValidRequest, inputs: str, prefill: list[PrefillToken]) -> GenerateResponse:
-    """The /generate body; details only when the client asked for them."""
-    text = full_text(request, inputs, finished.generated_text)
+@dataclass(frozen=True)
+class Candidate:
+    """One finished generation of a request (best_of > 1 produces several, with their own seeds)."""
+
+    request: ValidRequest
+    finished: Finished
+    tokens: list[Token]
+    top_tokens: list[list[Token]]
+
+    def sum_logprob(self) -> float:
+        """TGI's ranking of best_of candidates: the sum of the chosen tokens' logprobs."""
+        return sum(token.logprob for token in self.tokens if token.logprob is not None)
+
+
+def pick_best(candidates: list[Candidate]) -> tuple[Candidate, list[Candidate]]:
+    """The most likely candidate and the others, in submission order (ties go to the first)."""
+    best = max(range(len(candidates)), key=lambda i: (candidates[i].sum_logprob(), -i))
+    return candidates[best], [c for i, c in enumerate(candidates) if i != best]
+
+
+def build_generate_response(best: Candidate, others: list[Candidate], inputs: str,
+                            prefill: list[PrefillToken]) -> GenerateResponse:
+    """The /generate body; details only when the client asked for them, best_of_sequences only with best_of."""
+    request = best.request
+    text = full_text(request, inputs, best.finished.generated_text)
     if not request.details:
         return GenerateResponse(generated_text=text)
-    details = Details(finish_reason=finished.finish_reason,  # type: ignore[arg-type]
-                      generated_tokens=finished.generated_tokens, seed=_seed(request),
-                      prefill=prefill if request.decoder_input_details else [], tokens=tokens,
-                      top_tokens=top_tokens if request.params.top_n_tokens else None)
+    details = Details(finish_reason=best.finished.finish_reason,  # type: ignore[arg-type]
+                      generated_tokens=best.finished.generated_tokens, seed=_seed(request),
+                      prefill=prefill if request.decoder_input_details else [], tokens=best.tokens,
+                      top_tokens=best.top_tokens if request.params.top_n_tokens else None,
+                      best_of_sequences=[_best_of_sequence(c, inputs, prefill) for c in others] if others else None)
     return GenerateResponse(generated_text=text, details=details)
+
+
+def _best_of_sequence(candidate: Candidate, inputs: str, prefill: list[PrefillToken]) -> BestOfSequence:
+    request = candidate.request
+    return BestOfSequence(generated_text=full_text(request, inputs, candidate.finished.generated_text),
+                          finish_reason=candidate.finished.finish_reason,  # type: ignore[arg-type]
+                          generated_tokens=candidate.finished.generated_tokens, seed=_seed(request),
+                          prefill=prefill if request.decoder_input_details else [], tokens=candidate.tokens,
+                          top_tokens=candidate.top_tokens if request.params.top_n_tokens else [])
 
 
 def dump_generate_response(response: GenerateResponse) -> dict[str, Any]:
@@ -55,8 +88,10 @@ def dump_generate_response(response: GenerateResponse) -> dict[str, Any]:
     body = response.model_dump()
     if body["details"] is None:
         del body["details"]
-    elif body["details"]["top_tokens"] is None:
-        del body["details"]["top_tokens"]
+        return body
+    for key in ("top_tokens", "best_of_sequences"):  # TGI leaves these out unless the request produced them
+        if body["details"][key] is None:
+            del body["details"][key]
     return body
 
 

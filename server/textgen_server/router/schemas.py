@@ -1,11 +1,11 @@
 """TGI-compatible request and response bodies (pydantic). Field names and shapes follow TGI's router.
 
-Later API work (OpenAI routes, grammar, best_of, truncate, ...) adds fields here; unknown request fields are
-ignored as TGI does, so clients that send them still work.
+Unknown request fields are ignored as TGI does, so clients that send them still work. Value ranges are checked in
+`validation` rather than here, so that every out-of-range value gets TGI's wording and the limit that applies.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,7 @@ class GenerateParameters(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    best_of: int | None = None                 # n sampled sequences, the most likely one is returned
     max_new_tokens: int | None = None          # None: up to --max-total-tokens minus the prompt
     do_sample: bool = False
     temperature: float | None = None
@@ -31,6 +32,10 @@ class GenerateParameters(BaseModel):
     decoder_input_details: bool = False
     top_n_tokens: int | None = None
     return_full_text: bool | None = None
+    truncate: int | None = None                # keep only the last `truncate` prompt tokens
+    watermark: bool = False                    # not supported yet: 422 when true
+    grammar: dict[str, Any] | None = None      # not supported yet: 422 when set
+    adapter_id: str | None = None              # LoRA adapters: not supported yet, 422 when set
     # Not in TGI's HTTP API (its gRPC has it): generate max_new_tokens whatever EOS says; for benchmarks.
     ignore_eos_token: bool = False
 
@@ -56,6 +61,18 @@ class PrefillToken(BaseModel):
     logprob: float | None = None
 
 
+class BestOfSequence(BaseModel):
+    """One of the `best_of` candidates that was not returned (TGI's `details.best_of_sequences`)."""
+
+    generated_text: str
+    finish_reason: FinishReason
+    generated_tokens: int
+    seed: int | None = None
+    prefill: list[PrefillToken] = Field(default_factory=list)
+    tokens: list[Token] = Field(default_factory=list)
+    top_tokens: list[list[Token]] = Field(default_factory=list)
+
+
 class Details(BaseModel):
     finish_reason: FinishReason
     generated_tokens: int
@@ -63,6 +80,7 @@ class Details(BaseModel):
     prefill: list[PrefillToken] = Field(default_factory=list)
     tokens: list[Token] = Field(default_factory=list)
     top_tokens: list[list[Token]] | None = None
+    best_of_sequences: list[BestOfSequence] | None = None
 
 
 class GenerateResponse(BaseModel):
@@ -86,8 +104,19 @@ class StreamResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error body: TGI's {"error", "error_type"}."""
+
     error: str
     error_type: str
+
+
+class SimpleToken(BaseModel):
+    """One prompt token of POST /tokenize: its id, text and character span in `inputs`."""
+
+    id: int
+    text: str
+    start: int
+    stop: int
 
 
 class Info(BaseModel):

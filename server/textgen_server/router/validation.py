@@ -5,8 +5,9 @@ tells the client what to change.
 """
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from textgen_server.protocol import SamplingParams
 from textgen_server.router.schemas import GenerateParameters
@@ -25,6 +26,8 @@ class Limits:
     max_stop_sequences: int
     max_top_n_tokens: int
     kv_capacity_tokens: int        # the whole KV cache: num_blocks * block_size
+    max_best_of: int = 2           # TGI's --max-best-of default
+    max_client_batch_size: int = 4  # most prompts in one request (list prompts of /v1/completions)
 
 
 @dataclass(frozen=True)
@@ -38,19 +41,40 @@ class ValidRequest:
     return_full_text: bool
     report_seed: bool              # TGI reports the seed only for sampled requests
     ignore_eos: bool = False       # generate max_new_tokens even past EOS (benchmarks)
+    best_of: int = 1               # candidates to sample; the most likely one is returned
 
 
 def validate(parameters: GenerateParameters, prompt_ids: list[int], limits: Limits,
              rng: random.Random | None = None) -> ValidRequest:
-    """Checks every parameter against TGI's rules and the server limits; raises ValidationError."""
+    """Checks every parameter against TGI's rules and the server limits; raises ValidationError.
+
+    `prompt_ids` is the whole tokenized prompt; with `truncate` only its last `truncate` tokens are kept (TGI
+    truncates on the left), and the length limits apply to what is kept."""
+    _check_unsupported(parameters)
     _check_sampling(parameters, limits)
-    max_new = _check_lengths(parameters.max_new_tokens, len(prompt_ids), limits)
+    best_of = _check_best_of(parameters, limits)
+    kept_ids = _truncate(list(prompt_ids), parameters.truncate, limits)
+    max_new = _check_lengths(parameters.max_new_tokens, len(kept_ids), limits)
     params = build_sampling_params(parameters, rng or random.Random())
-    return ValidRequest(prompt_ids=list(prompt_ids), params=params, max_new_tokens=max_new,
+    return ValidRequest(prompt_ids=kept_ids, params=params, max_new_tokens=max_new,
                         stop_sequences=tuple(parameters.stop), details=parameters.details,
                         decoder_input_details=parameters.decoder_input_details,
                         return_full_text=bool(parameters.return_full_text), report_seed=params.do_sample,
-                        ignore_eos=parameters.ignore_eos_token)
+                        ignore_eos=parameters.ignore_eos_token, best_of=best_of)
+
+
+def build_candidates(request: ValidRequest, rng: random.Random) -> list[ValidRequest]:
+    """The `best_of` requests to run: the first keeps the request's seed, the others draw their own so that the
+    candidates differ (TGI seeds each one randomly)."""
+    others = [replace(request, params=replace(request.params, seed=rng.getrandbits(63)))
+              for _ in range(request.best_of - 1)]
+    return [request, *others]
+
+
+def uses_sampling(parameters: GenerateParameters) -> bool:
+    """TGI's rule: do_sample, or any sampling parameter given at all (even a neutral value), means sampling."""
+    given = (parameters.temperature, parameters.top_k, parameters.top_p, parameters.typical_p)
+    return parameters.do_sample or any(value is not None for value in given)
 
 
 def build_sampling_params(parameters: GenerateParameters, rng: random.Random) -> SamplingParams:
@@ -61,7 +85,8 @@ def build_sampling_params(parameters: GenerateParameters, rng: random.Random) ->
     top_p = parameters.top_p if parameters.top_p is not None else 1.0
     typical_p = parameters.typical_p if parameters.typical_p is not None else 1.0
     warpers = temperature != 1.0 or top_k != 0 or top_p < 1.0 or typical_p < 1.0
-    do_sample = parameters.do_sample or warpers
+    # best_of > 1 samples whenever TGI's rule says so (validated above), even with neutral warper values.
+    do_sample = parameters.do_sample or warpers or (parameters.best_of or 1) > 1
     seed = parameters.seed if parameters.seed is not None else rng.getrandbits(63)
     return SamplingParams(
         temperature=temperature, top_k=top_k, top_p=top_p, typical_p=typical_p, do_sample=do_sample,
@@ -71,7 +96,23 @@ def build_sampling_params(parameters: GenerateParameters, rng: random.Random) ->
         top_n_tokens=parameters.top_n_tokens or 0)
 
 
+def _check_unsupported(p: GenerateParameters) -> None:
+    rules: list[tuple[bool, str]] = [
+        (p.watermark, "`watermark` is not supported yet by this server; send the request without it"),
+        (p.grammar is not None, "`grammar` (guided generation) is not supported yet by this server; send the "
+         "request without it and validate the output on the client"),
+        (p.adapter_id is not None, f"`adapter_id` ({p.adapter_id!r}): LoRA adapters are not supported yet by this "
+         "server; send the request without it"),
+    ]
+    _raise_first(rules)
+
+
 def _check_sampling(p: GenerateParameters, limits: Limits) -> None:
+    floats = {"temperature": p.temperature, "top_p": p.top_p, "typical_p": p.typical_p,
+              "repetition_penalty": p.repetition_penalty, "frequency_penalty": p.frequency_penalty}
+    # NaN slips through every comparison below (all false), so non-finite values are refused first.
+    _raise_first([(value is not None and not math.isfinite(value), f"`{name}` must be a finite number, got {value}")
+                  for name, value in floats.items()])
     rules: list[tuple[bool, str]] = [
         (p.temperature is not None and p.temperature <= 0,
          f"`temperature` must be strictly positive, got {p.temperature}"),
@@ -90,6 +131,34 @@ def _check_sampling(p: GenerateParameters, limits: Limits) -> None:
         (p.top_n_tokens is not None and not 0 <= p.top_n_tokens <= limits.max_top_n_tokens,
          f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}, got {p.top_n_tokens}"),
     ]
+    _raise_first(rules)
+
+
+def _check_best_of(p: GenerateParameters, limits: Limits) -> int:
+    best_of = p.best_of if p.best_of is not None else 1
+    rules: list[tuple[bool, str]] = [
+        (not 0 < best_of <= limits.max_best_of,
+         f"`best_of` must be > 0 and <= {limits.max_best_of} (--max-best-of). Given: {best_of}"),
+        (best_of > 1 and not uses_sampling(p),
+         "you must use sampling when `best_of` is > 1: set `do_sample` or a sampling parameter (temperature, "
+         "top_k, top_p, typical_p)"),
+        (best_of > 1 and p.seed is not None, "`seed` must not be set when `best_of` > 1: each candidate draws "
+         "its own seed"),
+    ]
+    _raise_first(rules)
+    return best_of
+
+
+def _truncate(prompt_ids: list[int], truncate: int | None, limits: Limits) -> list[int]:
+    if truncate is None:
+        return prompt_ids
+    if not 0 < truncate <= limits.max_input_tokens:
+        raise ValidationError(f"`truncate` must be strictly positive and at most {limits.max_input_tokens} "
+                              f"(--max-input-tokens). Given: {truncate}")
+    return prompt_ids[-truncate:]
+
+
+def _raise_first(rules: list[tuple[bool, str]]) -> None:
     for failed, message in rules:
         if failed:
             raise ValidationError(message)

@@ -1,0 +1,171 @@
+"""TGI's routes: POST /, /generate, /generate_stream, /invocations (SageMaker), /tokenize; GET /, /info.
+
+Each generation route validates, then admits (503/429) and submits to the batcher with no `await` in between,
+so a burst cannot overshoot --max-concurrent-requests. Shard failures answer 424 "generation", as TGI.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from textgen_server.router.app import ERROR_RESPONSES, RouterState, Serving, admit, error_response
+from textgen_server.router.batcher import GenerationError
+from textgen_server.router.responses import (
+    Candidate,
+    build_generate_response,
+    build_stream_response,
+    dump_generate_response,
+    dump_stream_response,
+    format_sse,
+    pick_best,
+)
+from textgen_server.router.schemas import GenerateRequest, GenerateResponse, Info, PrefillToken, SimpleToken
+from textgen_server.router.stream import TokenEvent, Tokenizer
+from textgen_server.router.validation import ValidationError, ValidRequest, build_candidates, validate
+
+logger = logging.getLogger(__name__)
+
+_GENERATE_ERRORS = {code: ERROR_RESPONSES[code] for code in (413, 422, 424, 429, 503)}
+_SSE = {200: {"content": {"text/event-stream": {}}, "description": "server-sent events, one per token"}}
+Admitted = tuple[Serving, ValidRequest]
+
+
+def register_tgi_routes(app: FastAPI, state: RouterState) -> None:
+    """Adds TGI's routes to `app`."""
+
+    async def info() -> Any:
+        if state.serving is None:
+            return error_response(503, "the model is still loading; retry when /health returns 200", "unhealthy")
+        return state.serving.info
+
+    for path in ("/", "/info"):
+        app.add_api_route(path, info, methods=["GET"], response_model=Info, responses={503: ERROR_RESPONSES[503]})
+
+    @app.post("/generate", response_model=GenerateResponse, responses=_GENERATE_ERRORS)
+    async def generate(body: GenerateRequest, request: Request) -> Response:
+        admitted = prepare(state, body, streaming=False)
+        return admitted if isinstance(admitted, JSONResponse) else await _generate(*admitted, body.inputs, request)
+
+    @app.post("/generate_stream", responses={**_SSE, **_GENERATE_ERRORS})
+    async def generate_stream(body: GenerateRequest) -> Response:
+        admitted = prepare(state, body, streaming=True)
+        return admitted if isinstance(admitted, JSONResponse) else _start_stream(*admitted, body.inputs)
+
+    async def compat_generate(body: GenerateRequest, request: Request) -> Response:
+        """TGI's root route: /generate or /generate_stream depending on `stream`."""
+        return await (generate_stream(body) if body.stream else generate(body, request))
+
+    for path, summary in (("/", "generate or stream, by `stream`"), ("/invocations", "SageMaker: same as POST /")):
+        app.add_api_route(path, compat_generate, methods=["POST"], summary=summary, response_model=GenerateResponse,
+                          responses={**_SSE, **_GENERATE_ERRORS})
+
+    @app.post("/tokenize", response_model=list[SimpleToken], responses={413: ERROR_RESPONSES[413],
+              422: ERROR_RESPONSES[422], 503: ERROR_RESPONSES[503]})
+    async def tokenize(body: GenerateRequest) -> Any:
+        if state.serving is None:
+            return error_response(503, "the model is still loading; retry when /health returns 200", "unhealthy")
+        return build_simple_tokens(state.serving.tokenizer, body.inputs)
+
+
+def prepare(state: RouterState, body: GenerateRequest, streaming: bool) -> Admitted | JSONResponse:
+    """Validation (422), then admission (503/429). Public so that other route modules can reuse it."""
+    serving = admit(state)
+    if isinstance(serving, JSONResponse):
+        return serving
+    try:
+        valid = _validate(serving, body, streaming)
+    except ValidationError as error:
+        logger.info("rejected a request: %s", error)
+        return error_response(422, f"Input validation error: {error}", "validation")
+    admitted = admit(state, valid.best_of)
+    return admitted if isinstance(admitted, JSONResponse) else (admitted, valid)
+
+
+def build_simple_tokens(tokenizer: Any, inputs: str) -> list[SimpleToken]:
+    """POST /tokenize: each prompt token with its character span in `inputs` (special tokens span nothing)."""
+    encoding = tokenizer(inputs, return_offsets_mapping=True)
+    return [SimpleToken(id=token_id, text=inputs[start:stop], start=start, stop=stop)
+            for token_id, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"])]
+
+
+def _validate(serving: Serving, body: GenerateRequest, streaming: bool) -> ValidRequest:
+    if not body.inputs:
+        raise ValidationError("`inputs` cannot be empty: send at least one character of text")
+    if streaming and (body.parameters.best_of or 1) > 1:
+        raise ValidationError("`best_of` != 1 is not allowed for this endpoint: use /generate for best_of")
+    return validate(body.parameters, serving.tokenizer(body.inputs)["input_ids"], serving.limits)
+
+
+async def _generate(serving: Serving, valid: ValidRequest, inputs: str, request: Request) -> Response:
+    candidates = build_candidates(valid, random.Random())
+    try:
+        streams = [serving.batcher.submit(candidate)[1] for candidate in candidates]
+    except GenerationError as error:
+        return error_response(424, str(error), "generation")
+    collector = asyncio.ensure_future(asyncio.gather(*(_collect(c, s) for c, s in zip(candidates, streams))))
+    disconnect = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({collector, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        disconnect.cancel()
+    if not collector.done():  # client gone: closing the streams aborts the requests in the scheduler
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+        await asyncio.gather(*(stream.aclose() for stream in streams))
+        return Response(status_code=499)
+    try:
+        best, others = pick_best(list(collector.result()))
+    except GenerationError as error:
+        await asyncio.gather(*(stream.aclose() for stream in streams))  # the other candidates stop too
+        return error_response(424, str(error), "generation")
+    prefill = _prefill_tokens(serving.tokenizer, valid) if valid.decoder_input_details else []
+    return JSONResponse(dump_generate_response(build_generate_response(best, others, inputs, prefill)))
+
+
+async def _collect(request: ValidRequest, events: AsyncIterator[TokenEvent]) -> Candidate:
+    tokens, top_tokens = [], []
+    async for event in events:
+        tokens.append(event.token)
+        top_tokens.append(event.top_tokens)
+        if event.finished is not None:
+            return Candidate(request=request, finished=event.finished, tokens=tokens, top_tokens=top_tokens)
+    raise GenerationError("the token stream ended without a final token")
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # The body is already read, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _start_stream(serving: Serving, valid: ValidRequest, inputs: str) -> Response:
+    # Submitted here, not in the generator: the generator starts only after this handler returned, and
+    # admission must count this request before the next one is admitted.
+    try:
+        _, events = serving.batcher.submit(valid)
+    except GenerationError as error:
+        return error_response(424, str(error), "generation")
+    return StreamingResponse(_stream(events, valid, inputs), media_type="text/event-stream")
+
+
+async def _stream(events: AsyncIterator[TokenEvent], valid: ValidRequest, inputs: str) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield format_sse(dump_stream_response(build_stream_response(event, valid, inputs)))
+    except GenerationError as error:  # headers are sent: the error is the stream's last event, as in TGI
+        yield format_sse({"error": str(error), "error_type": "generation"})
+    finally:
+        # On client disconnect Starlette cancels this generator; closing `events` aborts the request.
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+def _prefill_tokens(tokenizer: Tokenizer, valid: ValidRequest) -> list[PrefillToken]:
+    # Prompt logprobs are not computed by the shard yet: ids and texts, logprob null (TGI's first is null too).
+    return [PrefillToken(id=token_id, text=tokenizer.decode([token_id]), logprob=None)
+            for token_id in valid.prompt_ids]
