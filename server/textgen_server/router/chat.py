@@ -1,0 +1,68 @@
+"""Chat prompts: OpenAI messages -> the model's own chat template -> prompt token ids.
+
+The template is the tokenizer's (`chat_template` in tokenizer_config.json), rendered with
+`add_generation_prompt=True` so the model continues as the assistant. The rendered text is tokenized without
+adding special tokens, as transformers' `apply_chat_template(tokenize=True)` and vLLM do: templates write BOS
+themselves when the model wants one, and adding it again would double it.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from textgen_server.router.openai_schemas import ChatMessage
+from textgen_server.router.validation import ValidationError
+
+
+class ChatTokenizer(Protocol):
+    """The part of a transformers tokenizer used here."""
+
+    chat_template: str | None
+
+    def apply_chat_template(self, conversation: list[dict[str, Any]], **kwargs: Any) -> Any: ...
+
+    def __call__(self, text: str, add_special_tokens: bool = ...) -> Any: ...
+
+
+def build_template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Plain dicts for the template: content parts joined into one string (text parts only)."""
+    if not messages:
+        raise ValidationError("`messages` must contain at least one message")
+    return [{"role": message.role, "content": _content_text(message, index)}
+            for index, message in enumerate(messages)]
+
+
+def render_chat_prompt(tokenizer: ChatTokenizer, messages: list[ChatMessage]) -> str:
+    """The prompt text the chat template makes of `messages`; ValidationError when it cannot render them."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValidationError("this model's tokenizer has no chat template, so /v1/chat/completions cannot build "
+                              "a prompt; send the prompt text to /v1/completions or /generate instead")
+    conversation = build_template_messages(messages)
+    try:
+        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    except Exception as error:  # jinja2 errors, including the template's own raise_exception(...)
+        raise ValidationError(f"the model's chat template rejected these messages: {error}; check the roles "
+                              "and their order (many templates want user/assistant turns to alternate)") from error
+    if not isinstance(text, str):
+        raise ValidationError(f"the chat template rendered {type(text).__name__}, not text")
+    return text
+
+
+def encode_chat_prompt(tokenizer: ChatTokenizer, text: str) -> list[int]:
+    """Token ids of a rendered chat prompt (no special tokens added: the template wrote those it wants)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _content_text(message: ChatMessage, index: int) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.type != "text" or part.text is None:
+            raise ValidationError(f"`messages[{index}].content` has a part of type {part.type!r}; only "
+                                  "{\"type\": \"text\", \"text\": ...} parts are supported (this is a text-only "
+                                  "model server)")
+        texts.append(part.text)
+    return "".join(texts)
