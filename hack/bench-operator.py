@@ -203,6 +203,9 @@ def run(args: argparse.Namespace, client: kubernetes.client.ApiClient, custom: k
         "reconciles": int(reconciles),
         "api_requests": int(requests),
         "api_requests_per_reconcile": round(requests / max(reconciles, 1), 2),
+        "reconcile_seconds_mean": round((after.get("textgen_operator_reconcile_duration_seconds_sum", 0)
+                                         - before.get("textgen_operator_reconcile_duration_seconds_sum", 0))
+                                        / max(reconciles, 1), 3),
         "applies": int(after.get("textgen_operator_applies_total", 0) - before.get("textgen_operator_applies_total", 0)),
         f"writes_in_{int(args.steady_seconds)}s_steady_state": len(steady),
     }

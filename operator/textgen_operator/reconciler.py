@@ -71,13 +71,10 @@ async def _apply_one(kube: Kube, cache: ObjectCache, obj: Body) -> list[Problem]
 
 
 async def _apply_all(kube: Kube, cache: ObjectCache, to_apply: list[Body]) -> list[Problem]:
-    """The small children at once, then the StatefulSet (its pods need the ServiceAccount)."""
-    first = [o for o in to_apply if o["kind"] != "StatefulSet"]
-    last = [o for o in to_apply if o["kind"] == "StatefulSet"]
-    problems = [p for found in await asyncio.gather(*(_apply_one(kube, cache, o) for o in first)) for p in found]
-    for obj in last:
-        problems += await _apply_one(kube, cache, obj)
-    return problems
+    """All at once: none of the children needs another to be created first (a pod the StatefulSet controller
+    tries to create before its ServiceAccount exists is simply retried by that controller)."""
+    found = await asyncio.gather(*(_apply_one(kube, cache, o) for o in to_apply))
+    return [p for problems in found for p in problems]
 
 
 def _event(tgs: Body, transition: Transition, now: str) -> Body:
