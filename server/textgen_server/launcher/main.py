@@ -22,11 +22,12 @@ from typing import Any
 
 import uvicorn
 
-from textgen_server.launcher.config import ConfigError, LauncherConfig, build_config, parse_args
+from textgen_server.launcher.config import ConfigError, LauncherArgs, LauncherConfig, build_config, parse_args
 from textgen_server.launcher.serving import load_tokenizer, start_serving
 from textgen_server.launcher.shards import ShardProcess, ShardSpec
 from textgen_server.models.hub import ModelResolveError, resolve_model
 from textgen_server.router.app import Phase, RouterState, build_app
+from textgen_server.router.ops import OpsOptions, configure_logging, install_ops
 
 logger = logging.getLogger("textgen_server.launcher")
 
@@ -44,11 +45,13 @@ class _Server(uvicorn.Server):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code (0 after a drain, 1 on failure, 2 on bad config)."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("LOG_LEVEL", "INFO")
+    configure_logging(level, json_output=False)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack: debugging hangs
     try:
-        config = load_config(sys.argv[1:] if argv is None else argv)
+        args = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
+        configure_logging(level, json_output=args.json_output)
+        config = load_config(args)
     except (ConfigError, ModelResolveError) as error:
         logger.error("%s", error)
         return 2
@@ -61,9 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os._exit(code)
 
 
-def load_config(argv: Sequence[str]) -> LauncherConfig:
-    """Flags + environment -> model resolved once -> defaults from its config.json -> validated config."""
-    args = parse_args(argv, os.environ)
+def load_config(args: LauncherArgs) -> LauncherConfig:
+    """Parsed flags + environment -> model resolved once -> defaults from its config.json -> validated config."""
     model_path = resolve_model(args.model_id, args.revision, args.huggingface_hub_cache, args.hf_token)
     with open(model_path / "config.json", encoding="utf-8") as file:
         model_config = json.load(file)
@@ -77,7 +79,10 @@ class Launcher:
         self.config = config
         self.state = RouterState(payload_limit=config.args.payload_limit)
         self.shards: list[ShardProcess] = []
-        self.server = _Server(uvicorn.Config(build_app(self.state), host=config.args.hostname,
+        app = build_app(self.state)
+        install_ops(app, OpsOptions(api_key=config.args.api_key, cors_allow_origins=config.args.cors_allow_origin),
+                    on_rejected=self.state.metrics.request_rejected)
+        self.server = _Server(uvicorn.Config(app, host=config.args.hostname,
                                              port=config.args.port, log_level="warning", lifespan="off"))
 
     async def run(self) -> int:

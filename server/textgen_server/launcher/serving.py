@@ -90,14 +90,17 @@ async def start_serving(config: LauncherConfig, state: RouterState, socket_paths
     import takes seconds; it overlaps with the model load)."""
     client = await ShardClient.connect(socket_paths)
     model = await client.info()
+    state.metrics.warmup_started()
     warmup = await client.warmup(build_warmup_spec(config))
+    state.metrics.warmup_done(warmup.duration_seconds)
     logger.info("warmup done in %.1f s: %d KV blocks of %d tokens", warmup.duration_seconds, warmup.num_blocks,
                 warmup.block_size)
     scheduler = build_scheduler(config, warmup)
     # TGI's wording, which operators grep for.
     logger.info("Setting max batch total tokens to %d", scheduler.config.max_batch_total_tokens)
     tokenizer = await tokenizer_task
-    batcher = Batcher(scheduler, client, tokenizer, eos_token_ids=frozenset(model.eos_token_ids))
+    batcher = Batcher(scheduler, client, tokenizer, eos_token_ids=frozenset(model.eos_token_ids),
+                      metrics=state.metrics)
     state.serving = Serving(batcher=batcher, tokenizer=tokenizer, limits=build_limits(config, scheduler),
                             info=build_info(config, model, scheduler),
                             max_concurrent_requests=config.args.max_concurrent_requests)

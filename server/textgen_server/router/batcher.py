@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from textgen_server.engine.scheduler import Scheduler, ScheduledStep, SequenceUpdate
-from textgen_server.engine.sequence import FinishReason, Sequence
+from textgen_server.engine.sequence import FinishReason, Sequence, SequenceStatus
 from textgen_server.protocol import Generation, StepItem
+from textgen_server.router.metrics import RequestTimings, ServerMetrics
+from textgen_server.router.ops import current_request_id
 from textgen_server.router.stream import RequestOutput, TokenEvent, Tokenizer
 from textgen_server.router.validation import ValidRequest
 
@@ -57,14 +59,19 @@ class _Live:
     queue: asyncio.Queue[TokenEvent | Exception] = field(default_factory=asyncio.Queue)
     num_prefill_chunks: int = 0      # steps that computed part of the prompt (more than 1 = chunked prefill)
     max_cached_tokens: int = 0       # longest prefix-cache hit over its admissions
+    http_request_id: str | None = None   # the x-request-id of the HTTP request that submitted it (for logs)
+    first_scheduled: float | None = None  # monotonic times, for metrics
+    first_token: float | None = None
+    last_token: float | None = None
 
 
 class Batcher:
     """Owns the scheduler and the running requests; `run()` is the loop task."""
 
     def __init__(self, scheduler: Scheduler, client: StepClient, tokenizer: Tokenizer,
-                 eos_token_ids: frozenset[int]) -> None:
+                 eos_token_ids: frozenset[int], metrics: ServerMetrics | None = None) -> None:
         self.scheduler = scheduler
+        self.metrics = metrics
         self.client = client
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
@@ -87,8 +94,11 @@ class Batcher:
         request_id = next(self._ids)
         seq = Sequence(request_id, request.prompt_ids, request.max_new_tokens, params=request.params,
                        eos_token_ids=() if request.ignore_eos else self.eos_token_ids, arrival_time=time.monotonic())
-        live = _Live(seq=seq, output=RequestOutput.start(request, self.tokenizer))
+        live = _Live(seq=seq, output=RequestOutput.start(request, self.tokenizer),
+                     http_request_id=current_request_id())
         self._live[request_id] = live
+        if self.metrics is not None:
+            self.metrics.request_accepted(len(request.prompt_ids), request.max_new_tokens)
         self.scheduler.add(seq)
         self._idle.clear()
         self._wakeup.set()
@@ -100,6 +110,8 @@ class Batcher:
         if live is not None:
             self.scheduler.abort(request_id)
             self._mark_idle()
+            if self.metrics is not None:
+                self.metrics.request_failed("cancelled")
             logger.info("request %d cancelled by the client after %d generated token(s)", request_id,
                         len(live.output.tokens))
 
@@ -147,21 +159,41 @@ class Batcher:
         if step is None:
             return
         self._note_step(step)
+        method = "prefill" if step.is_prefill else "decode"
         finished = self.scheduler.take_finished_request_ids()
         if finished:
+            started = time.perf_counter()
             await self.client.filter(finished)
+            if self.metrics is not None:
+                self.metrics.batch_filtered(method, time.perf_counter() - started)
+        forward_before = getattr(self.client, "shard_forward_seconds", 0.0)
         started = time.perf_counter()
-        generations = await self.client.step(step.items, step.is_prefill)
-        self.counters.rpc_seconds += time.perf_counter() - started
+        try:
+            generations = await self.client.step(step.items, step.is_prefill)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.batch_step(method, len(step.items), 0.0, 0.0, 0.0, success=False)
+            raise
+        rpc_done = time.perf_counter()
+        self.counters.rpc_seconds += rpc_done - started
         for update in self.scheduler.postprocess(step, generations):
             self._deliver(update)
+        if self.metrics is not None:
+            forward = getattr(self.client, "shard_forward_seconds", 0.0) - forward_before
+            self.metrics.batch_step(method, len(step.items), rpc_done - started, forward,
+                                    time.perf_counter() - rpc_done, success=True)
 
     def _note_step(self, step: ScheduledStep) -> None:
+        now = time.monotonic()
         for item, seq in zip(step.items, step.seqs):
             live = self._live.get(item.request_id)
             if live is not None and item.start_pos < seq.num_prompt_tokens:
                 live.num_prefill_chunks += 1
                 live.max_cached_tokens = max(live.max_cached_tokens, seq.num_cached_tokens)
+            if live is not None and live.first_scheduled is None:
+                live.first_scheduled = now
+        if self.metrics is not None:
+            _record_step_metrics(self.metrics, step)
         self.counters.num_steps += 1
         self.counters.num_prefill_steps += int(step.is_prefill)
         if step.preempted_request_ids:
@@ -175,6 +207,7 @@ class Batcher:
         if live is None:  # aborted while its step was in flight
             return
         self.counters.num_generated_tokens += 1
+        self._note_token(live)
         engine_finish = str(update.finish_reason) if update.finish_reason is not None else None
         event = live.output.push(update.generation, engine_finish)
         if event.finished is not None:
@@ -183,6 +216,8 @@ class Batcher:
             del self._live[update.request_id]
             self._mark_idle()
             _log_done(live, event.finished.finish_reason)
+            if self.metrics is not None:
+                self.metrics.request_succeeded(_timings(live))
         live.queue.put_nowait(event)
 
     async def _events(self, request_id: int, live: _Live) -> AsyncGenerator[TokenEvent, None]:
@@ -201,6 +236,8 @@ class Batcher:
     def _fail_all(self, error: Exception) -> None:
         self.broken = error
         for request_id, live in list(self._live.items()):
+            if self.metrics is not None:
+                self.metrics.request_failed("generation")
             live.queue.put_nowait(GenerationError(f"request {request_id} failed: the shard step raised {error!r}"))
         self._live.clear()
         self._mark_idle()
@@ -209,6 +246,47 @@ class Batcher:
         if not self._live:
             self._idle.set()
 
+    def _note_token(self, live: _Live) -> None:
+        now = time.monotonic()
+        if live.first_token is None:
+            live.first_token = now
+        elif self.metrics is not None and live.last_token is not None:
+            self.metrics.token_gap(now - live.last_token)
+        live.last_token = now
+
+    def gauge_values(self) -> dict[str, float]:
+        """Engine state for /metrics (read at scrape time, from the event loop thread)."""
+        blocks = self.scheduler.block_manager
+        running = [live.seq for live in self._live.values() if live.seq.status is SequenceStatus.RUNNING]
+        return {"tgi_queue_size": float(self.scheduler.num_waiting),
+                "tgi_batch_current_size": float(self.scheduler.num_running),
+                "tgi_batch_current_max_tokens": float(sum(seq.num_prompt_tokens + seq.max_new_tokens
+                                                          for seq in running)),
+                "tgi_request_in_flight": float(len(self._live)),
+                "tgi_kv_cache_usage_ratio": blocks.usage(),
+                "tgi_kv_cache_blocks_used": float(blocks.num_used_blocks),
+                "tgi_kv_cache_num_blocks": float(blocks.num_blocks),
+                "tgi_kv_cache_blocks_cached": float(blocks.num_cached_blocks)}
+
+
+def _record_step_metrics(metrics: ServerMetrics, step: ScheduledStep) -> None:
+    # The first item since a (re)admission carries params; its start_pos is the prefix-cache hit length.
+    for item, seq in zip(step.items, step.seqs):
+        if item.params is not None:
+            metrics.prefix_cache_hit(item.start_pos)
+            metrics.prompt_tokens_scheduled(seq.num_tokens)
+    if step.admitted_request_ids and any(item.start_pos >= seq.num_prompt_tokens
+                                         for item, seq in zip(step.items, step.seqs)):
+        metrics.batch_concat()
+    if step.preempted_request_ids:
+        metrics.preempted(len(step.preempted_request_ids))
+
+
+def _timings(live: _Live) -> RequestTimings:
+    return RequestTimings(arrival=live.seq.arrival_time, first_scheduled=live.first_scheduled,
+                          first_token=live.first_token, finished=time.monotonic(),
+                          num_input_tokens=live.seq.num_prompt_tokens, num_generated_tokens=len(live.output.tokens))
+
 
 def _log_done(live: _Live, finish_reason: str) -> None:
     # One line per request, like TGI's "Success" line; tests read cached_tokens and prefill_chunks from it.
@@ -216,4 +294,4 @@ def _log_done(live: _Live, finish_reason: str) -> None:
     logger.info("request %d done: finish_reason=%s prompt_tokens=%d generated_tokens=%d cached_tokens=%d "
                 "prefill_chunks=%d preemptions=%d time=%.3fs", seq.request_id, finish_reason, seq.num_prompt_tokens,
                 len(live.output.tokens), live.max_cached_tokens, live.num_prefill_chunks, seq.num_preemptions,
-                time.monotonic() - seq.arrival_time)
+                time.monotonic() - seq.arrival_time, extra={"request_id": live.http_request_id})

@@ -59,6 +59,9 @@ class _BareCounters(Collector):
         series = self._values[name]
         series[key] = series.get(key, 0.0) + amount
 
+    def names(self) -> frozenset[str]:
+        return frozenset(self._docs)
+
     def value(self, name: str, **labels: str) -> float:
         key = tuple(labels[label] for label in self._docs[name][1])
         return self._values[name].get(key, 0.0)
@@ -81,7 +84,7 @@ class _ScrapeGauges(Collector):
         "tgi_request_in_flight": "Requests admitted by the router and not finished (waiting + running)",
         "tgi_kv_cache_usage_ratio": "Fraction of KV-cache blocks held by requests (0..1)",
         "tgi_kv_cache_blocks_used": "KV-cache blocks held by requests",
-        "tgi_kv_cache_blocks_total": "KV-cache blocks allocated by warmup",
+        "tgi_kv_cache_num_blocks": "KV-cache blocks allocated by warmup",
         "tgi_kv_cache_blocks_cached": "KV-cache blocks whose content is in the prefix cache (used or not)",
         "tgi_warmup_state": "0 loading the model, 1 warming up, 2 warm (serving or draining)",
         "tgi_warmup_duration_seconds": "How long the shard's warmup took (0 until it is done)",
@@ -136,7 +139,7 @@ class ServerMetrics:
     # ---- rendering --------------------------------------------------------------------------------------
     def render(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4) of every metric."""
-        return _drop_created(generate_latest(self.registry))
+        return _bare_counter_headers(_drop_created(generate_latest(self.registry)), self.counters.names())
 
     # ---- requests ---------------------------------------------------------------------------------------
     def request_rejected(self, error_type: str) -> None:
@@ -265,6 +268,20 @@ def _drop_created(exposition: bytes) -> bytes:
     return b"\n".join(line for line in exposition.split(b"\n") if not _metric_name(line).endswith(b"_created"))
 
 
+def _bare_counter_headers(exposition: bytes, counter_names: frozenset[str]) -> bytes:
+    # prometheus_client names a counter's HELP/TYPE lines `<name>_total` even when its samples are bare; TGI's
+    # exporter writes `# TYPE tgi_request_count counter` over `tgi_request_count 3`, and Prometheus needs the
+    # header to match the samples to type them.
+    renamed = {f"{name}_total".encode(): name.encode() for name in counter_names}
+    lines = []
+    for line in exposition.split(b"\n"):
+        name = _metric_name(line) if line.startswith(b"# ") else b""
+        if name in renamed:
+            line = line.replace(name, renamed[name], 1)
+        lines.append(line)
+    return b"\n".join(lines)
+
+
 def _metric_name(line: bytes) -> bytes:
     if line.startswith(b"# "):  # "# HELP name ..." / "# TYPE name ..."
         parts = line.split(b" ")
@@ -278,7 +295,10 @@ def parse_exposition(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
 
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            yield sample.name, dict(sample.labels), float(sample.value)
+            name = sample.name
+            if family.type == "counter" and name.endswith("_total"):  # the parser adds it; TGI's names have none
+                name = name[:-len("_total")]
+            yield name, dict(sample.labels), float(sample.value)
 
 
 def register_metrics(app: Any, metrics: ServerMetrics) -> None:
