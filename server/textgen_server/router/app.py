@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from textgen_server.router.batcher import Batcher
 from textgen_server.router.metrics import ServerMetrics, register_metrics
@@ -30,6 +31,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "payload too large (--payload-limit)"), (422, "input validation error"),
         (424, "generation error (the model shard failed)"), (429, "model overloaded (--max-concurrent-requests)"),
         (503, "loading, warming up, draining or broken"))}
+
+
+_HTTP_ERROR_TYPES = {400: "validation", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERROR_HINTS = {
+    400: "cannot read the request body ({detail}): send JSON encoded as UTF-8",
+    404: "no route {method} {path}: see /openapi.json (or /docs) for the routes",
+    405: "{method} is not allowed on {path}: see /openapi.json (or /docs) for the methods",
+}
 
 
 class Phase(enum.Enum):
@@ -93,6 +102,13 @@ def build_app(state: RouterState) -> FastAPI:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return error_response(422, f"invalid request body at `{where}`: {first.get('msg')}", "validation")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        # Starlette's own errors (unknown route, wrong method, unreadable body) in the same shape as ours.
+        message = _HTTP_ERROR_HINTS.get(error.status_code, "{detail}").format(
+            detail=error.detail, method=request.method, path=request.url.path)
+        return error_response(error.status_code, message, _HTTP_ERROR_TYPES.get(error.status_code, "http"))
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(_: Request, error: PayloadTooLarge) -> Response:
