@@ -5,7 +5,6 @@ Fake accelerator nodes come from kwok; their pods run nothing. Nothing here dial
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -114,10 +113,6 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     except subprocess.TimeoutExpired:
         process.kill()
     sys.stderr.write(f"--- operator log tail\n{log_path.read_text()[-4000:]}\n")
-
-
-def api(cluster: Cluster) -> kubernetes.client.ApiClient:
-    return cluster.api_client()
 
 
 def get_tgs(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
