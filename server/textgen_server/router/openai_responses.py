@@ -36,13 +36,19 @@ class ResponseMeta:
 
 
 @dataclass(frozen=True)
-class LogprobEntry:
-    """One generated token's logprob data: its own string, its text piece in the output, its alternatives."""
-
-    token: str
+class TopLogprob:
+    token: str                 # the token decoded alone (U+FFFD where it holds part of a character)
     logprob: float
+    raw: bytes                 # its exact bytes
+
+
+@dataclass(frozen=True)
+class LogprobEntry:
+    """One generated token's logprob data: the token, its text piece in the output, its alternatives."""
+
+    chosen: TopLogprob
     piece: str
-    top: list[tuple[str, float]]
+    top: list[TopLogprob]
 
 
 @dataclass
@@ -112,10 +118,10 @@ def build_completion_logprobs(entries: list[LogprobEntry], start_offset: int) ->
     for entry in entries:
         offsets.append(offset)
         offset += len(entry.piece)
-    return {"tokens": [entry.token for entry in entries],
-            "token_logprobs": [finite_logprob(entry.logprob) for entry in entries],
-            "top_logprobs": [{**{token: finite_logprob(lp) for token, lp in entry.top},
-                              entry.token: finite_logprob(entry.logprob)} for entry in entries],
+    return {"tokens": [entry.chosen.token for entry in entries],
+            "token_logprobs": [finite_logprob(entry.chosen.logprob) for entry in entries],
+            "top_logprobs": [{**{top.token: finite_logprob(top.logprob) for top in entry.top},
+                              entry.chosen.token: finite_logprob(entry.chosen.logprob)} for entry in entries],
             "text_offset": offsets}
 
 
@@ -165,6 +171,8 @@ def build_usage_chunk(meta: ResponseMeta, object_name: str, prompt_tokens: int,
 
 
 def _chat_token_logprob(entry: LogprobEntry) -> dict[str, Any]:
-    return {"token": entry.token, "logprob": finite_logprob(entry.logprob), "bytes": list(entry.token.encode()),
-            "top_logprobs": [{"token": token, "logprob": finite_logprob(lp), "bytes": list(token.encode())}
-                             for token, lp in entry.top]}
+    return {**_chat_top_logprob(entry.chosen), "top_logprobs": [_chat_top_logprob(top) for top in entry.top]}
+
+
+def _chat_top_logprob(top: TopLogprob) -> dict[str, Any]:
+    return {"token": top.token, "logprob": finite_logprob(top.logprob), "bytes": list(top.raw)}

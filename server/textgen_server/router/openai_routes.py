@@ -27,6 +27,7 @@ from textgen_server.router.openai_responses import (
     LogprobEntry,
     ResponseMeta,
     StreamText,
+    TopLogprob,
     build_chat_chunk,
     build_chat_completion,
     build_completion,
@@ -44,6 +45,7 @@ from textgen_server.router.openai_schemas import (
     ModelList,
 )
 from textgen_server.router.stream import TokenEvent
+from textgen_server.router.token_bytes import token_bytes_for
 from textgen_server.router.validation import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -127,10 +129,12 @@ class _Run:
     def logprob_entry(self, event: TokenEvent) -> LogprobEntry | None:
         if not self.job.logprobs:
             return None
+        raw = token_bytes_for(self.serving.tokenizer)
         token = event.token
-        return LogprobEntry(token=self.serving.tokenizer.decode([token.id], skip_special_tokens=False),
-                            logprob=token.logprob if token.logprob is not None else 0.0, piece=_piece(event),
-                            top=[(top.text, top.logprob or 0.0) for top in event.top_tokens])
+        chosen = TopLogprob(self.serving.tokenizer.decode([token.id], skip_special_tokens=False),
+                            token.logprob if token.logprob is not None else 0.0, raw(token.id))
+        return LogprobEntry(chosen=chosen, piece=_piece(event),
+                            top=[TopLogprob(top.text, top.logprob or 0.0, raw(top.id)) for top in event.top_tokens])
 
 
 def _piece(event: TokenEvent) -> str:
