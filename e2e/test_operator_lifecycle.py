@@ -101,7 +101,7 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     def healthy() -> bool:
         assert process.poll() is None, f"operator exited: {log_path.read_text()[-3000:]}"
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2).status == 200
+            return bool(urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2).status == 200)
         except OSError:
             return False
 
@@ -154,7 +154,7 @@ def pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
 def tiny(name: str, **spec: Any) -> str:
     body = {"apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService", "metadata": {"name": name},
             "spec": {"model": {"id": "org/tiny"}, "accelerator": {"type": "nvidia", "count": 1}, **spec}}
-    return yaml.safe_dump(body)
+    return str(yaml.safe_dump(body))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
@@ -215,7 +215,7 @@ def test_hand_edit_of_the_statefulset_is_reverted(cluster: Cluster, operator: Op
     def reverted() -> bool:
         sts = children(cluster, namespace, "drift")["StatefulSet/drift"]
         image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
-        return image != "someone/else:latest" and sts["spec"]["replicas"] == 1
+        return bool(image != "someone/else:latest" and sts["spec"]["replicas"] == 1)
 
     wait_for(reverted, 30, "the operator to put the StatefulSet's image and replicas back")
     wait_ready(cluster, namespace, "drift", 1)
