@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -303,10 +304,10 @@ def parse_exposition(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
 
 def register_metrics(app: Any, metrics: ServerMetrics) -> None:
     """GET /metrics on a FastAPI app: the Prometheus exposition, always open (as TGI)."""
-    from fastapi.responses import Response
 
     async def prometheus_metrics() -> Response:
         return Response(content=metrics.render(), media_type=CONTENT_TYPE)
 
-    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=True,
-                      summary="Prometheus metrics (server/docs/metrics.md)", response_class=Response)
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response,
+                      summary="Prometheus metrics (server/docs/metrics.md)",
+                      responses={200: {"content": {"text/plain": {}}, "description": "text exposition 0.0.4"}})
