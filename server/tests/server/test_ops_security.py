@@ -10,6 +10,7 @@ import httpx
 import pytest
 from server_testlib import Launch, LauncherProcess
 
+from textgen_server.launcher.config import parse_args
 from textgen_server.router.ops import choose_request_id, error_type_for_status, is_authorized, parse_origins
 
 pytestmark = pytest.mark.slow
@@ -88,6 +89,17 @@ def test_pure_helpers() -> None:
     assert parse_origins(["a, b", "", "c"]) == ("a", "b", "c")
     assert [error_type_for_status(s) for s in (200, 413, 422, 424, 429, 500, 503)] == [
         None, "payload_too_large", "validation", None, "overloaded", None, "unhealthy"]
+
+
+def test_flags_and_environment() -> None:
+    env = {"API_KEY": "k1", "JSON_OUTPUT": "true", "CORS_ALLOW_ORIGIN": "https://a.test,https://b.test"}
+    args = parse_args([], env)
+    assert (args.api_key, args.json_output, args.cors_allow_origin) == ("k1", True, ("https://a.test",
+                                                                                     "https://b.test"))
+    args = parse_args(["--cors-allow-origin", "https://c.test", "--cors-allow-origin", "*", "--api-key", "k2"], env)
+    assert (args.api_key, args.cors_allow_origin) == ("k2", ("https://c.test", "*"))
+    args = parse_args([], {})
+    assert (args.api_key, args.json_output, args.cors_allow_origin) == (None, False, ())
 
 
 def _log_entries(server: LauncherProcess) -> list[dict[str, Any]]:

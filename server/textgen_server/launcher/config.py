@@ -55,6 +55,10 @@ class LauncherArgs:
     max_best_of: int = 2
     max_client_batch_size: int = 4
     payload_limit: int = 2_000_000
+    # Operations (router/ops.py)
+    json_output: bool = False
+    api_key: str | None = None
+    cors_allow_origin: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,27 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     disable_env = environ.get("DISABLE_PREFIX_CACHING", "").lower() in ("1", "true", "yes")
     parser.add_argument("--disable-prefix-caching", action="store_true", default=disable_env,
                         help="turn off the KV prefix cache [env: DISABLE_PREFIX_CACHING]")
+    _add_ops_flags(parser, environ)
     return parser
+
+
+def _add_ops_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Operations flags (TGI's names and env vars): JSON logs, bearer API key, CORS origins."""
+    json_env = environ.get("JSON_OUTPUT", "").lower() in ("1", "true", "yes")
+    parser.add_argument("--json-output", action="store_true", default=json_env,
+                        help="log one JSON object per line (with request ids) [env: JSON_OUTPUT]")
+    parser.add_argument("--api-key", default=environ.get("API_KEY") or None,
+                        help="require `Authorization: Bearer <key>` on the API routes; /health, /ping, /metrics "
+                        "and /info stay open (prefer the env var: flags show in `ps`) [env: API_KEY]")
+    env_origins = [environ["CORS_ALLOW_ORIGIN"]] if environ.get("CORS_ALLOW_ORIGIN") else []
+    parser.add_argument("--cors-allow-origin", action="append", default=None,
+                        help="an origin browsers may call from (repeat the flag or give a comma list; '*' for any) "
+                        "[env: CORS_ALLOW_ORIGIN, comma list]")
+    parser.set_defaults(_env_origins=env_origins)
+
+
+def _origins(values: list[str]) -> tuple[str, ...]:
+    return tuple(origin.strip() for value in values for origin in value.split(",") if origin.strip())
 
 
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> LauncherArgs:
@@ -142,6 +166,9 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> LauncherArgs:
     except ValueError as error:  # a bad environment value; argparse handles bad flags itself
         raise ConfigError(f"an environment variable has an invalid value: {error}") from error
     values = vars(namespace)
+    # The flag, when given, replaces the environment's list rather than adding to it.
+    env_origins = values.pop("_env_origins")
+    values["cors_allow_origin"] = _origins(values["cors_allow_origin"] or env_origins)
     token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")
     return LauncherArgs(hf_token=token, **values)
 
