@@ -1,0 +1,63 @@
+"""Chat prompts from OpenAI messages through the tokenizer's own chat template, and clear 422s when the
+messages cannot be rendered."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from textgen_server.router.chat import encode_chat_prompt, render_chat_prompt
+from textgen_server.router.openai_schemas import ChatMessage
+from textgen_server.router.validation import ValidationError
+from textgen_server.testing.tiny_models import build_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    return build_tiny_tokenizer()
+
+
+def messages(*raw: dict[str, Any]) -> list[ChatMessage]:
+    return [ChatMessage.model_validate(message) for message in raw]
+
+
+def test_rendering_matches_transformers_apply_chat_template(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    raw = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    text = render_chat_prompt(tokenizer, messages(*raw))
+    assert text == "<|system|>Be brief.<|end|><|user|>Hi there<|end|><|assistant|>"
+    expected_ids = tokenizer.apply_chat_template(raw, add_generation_prompt=True, tokenize=True)["input_ids"]
+    # No BOS is added on top of what the template writes (transformers' and vLLM's convention).
+    assert encode_chat_prompt(tokenizer, text) == list(expected_ids)
+
+
+def test_text_content_parts_are_joined(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]
+    assert "<|user|>Hello world<|end|>" in render_chat_prompt(tokenizer, messages({"role": "user", "content": parts}))
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ([], "`messages` must contain at least one message"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "`messages[0].content` has a part of type 'image_url'"),
+])
+def test_unrenderable_messages_are_422(tokenizer, raw: list[dict[str, Any]], fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError) as raised:
+        render_chat_prompt(tokenizer, messages(*raw))
+    assert fragment in str(raised.value)
+
+
+def test_a_template_that_raises_gives_its_reason(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be "
+                               "from the user') }}{% endif %}{{ messages[0]['content'] }}")
+    with pytest.raises(ValidationError) as raised:
+        render_chat_prompt(tokenizer, messages({"role": "assistant", "content": "hi"}))
+    assert "first message must be from the user" in str(raised.value)
+
+
+def test_a_tokenizer_without_template_points_to_the_other_routes() -> None:
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = None
+    with pytest.raises(ValidationError) as raised:
+        render_chat_prompt(tokenizer, messages({"role": "user", "content": "hi"}))
+    assert "/v1/completions" in str(raised.value)
