@@ -31,8 +31,9 @@ from textgen_server.router.validation import ValidationError, ValidRequest, buil
 
 logger = logging.getLogger(__name__)
 
-_GENERATE_ERRORS = {code: ERROR_RESPONSES[code] for code in (413, 422, 424, 429, 503)}
-_SSE = {200: {"content": {"text/event-stream": {}}, "description": "server-sent events, one per token"}}
+_Responses = dict[int | str, dict[str, Any]]
+_GENERATE_ERRORS: _Responses = {code: ERROR_RESPONSES[code] for code in (413, 422, 424, 429, 503)}
+_SSE: _Responses = {200: {"content": {"text/event-stream": {}}, "description": "server-sent events, one per token"}}
 Admitted = tuple[Serving, ValidRequest]
 
 
@@ -108,10 +109,12 @@ async def _generate(serving: Serving, valid: ValidRequest, inputs: str, request:
         streams = [serving.batcher.submit(candidate)[1] for candidate in candidates]
     except GenerationError as error:
         return error_response(424, str(error), "generation")
-    collector = asyncio.ensure_future(asyncio.gather(*(_collect(c, s) for c, s in zip(candidates, streams))))
-    disconnect = asyncio.ensure_future(_wait_disconnect(request))
+    collector: asyncio.Future[list[Candidate]] = asyncio.ensure_future(
+        asyncio.gather(*(_collect(c, s) for c, s in zip(candidates, streams))))
+    disconnect: asyncio.Future[None] = asyncio.ensure_future(_wait_disconnect(request))
     try:
-        await asyncio.wait({collector, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        waiters: list[asyncio.Future[Any]] = [collector, disconnect]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         disconnect.cancel()
     if not collector.done():  # client gone: closing the streams aborts the requests in the scheduler
