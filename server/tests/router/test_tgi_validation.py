@@ -74,3 +74,16 @@ def test_no_best_of_sequences_key_without_best_of_or_without_details() -> None:
     assert "best_of_sequences" not in single["details"]
     hidden = build_generate_response(_candidate(1, [-1.0], details=False), [_candidate(2, [-3.0])], "in", [])
     assert dump_generate_response(hidden) == {"generated_text": "text1"}
+
+
+@pytest.mark.parametrize(("parameters", "field", "sent"), [
+    ({"top_k": 2**40}, "top_k", 2**32 - 1),
+    ({"temperature": 1e-300}, "temperature", 1e-4),
+    ({"temperature": 1e300}, "temperature", 1e4),
+    ({"repetition_penalty": 1e-300}, "repetition_penalty", 1e-4),
+    ({"temperature": 0.7, "top_k": 40}, "temperature", 0.7),
+])
+def test_extreme_values_are_clamped_to_what_the_shard_can_represent(parameters: dict, field: str,
+                                                                     sent: float) -> None:
+    valid = validate(GenerateParameters(max_new_tokens=2, **parameters), [1, 2], LIMITS)
+    assert getattr(valid.params, field) == sent

@@ -13,6 +13,13 @@ from textgen_server.protocol import SamplingParams
 from textgen_server.router.schemas import GenerateParameters
 
 
+# The shard takes top_k as uint32 and scales as float32: beyond these bounds a value would overflow the message or
+# become 0/inf on the device (NaN logits). Clamping changes nothing a client can see: top_k above the vocabulary
+# is "off", and a temperature or penalty past 1e4 either way already makes the choice argmax or uniform.
+MAX_TOP_K = 2**32 - 1
+SCALE_BOUNDS = (1e-4, 1e4)
+
+
 class ValidationError(ValueError):
     """The request cannot be served as given; answered 422 with error_type "validation"."""
 
@@ -89,11 +96,16 @@ def build_sampling_params(parameters: GenerateParameters, rng: random.Random) ->
     do_sample = parameters.do_sample or warpers or (parameters.best_of or 1) > 1
     seed = parameters.seed if parameters.seed is not None else rng.getrandbits(63)
     return SamplingParams(
-        temperature=temperature, top_k=top_k, top_p=top_p, typical_p=typical_p, do_sample=do_sample,
+        temperature=_clamp_scale(temperature), top_k=min(top_k, MAX_TOP_K), top_p=top_p, typical_p=typical_p, do_sample=do_sample,
         seed=seed if do_sample else 0,
-        repetition_penalty=parameters.repetition_penalty if parameters.repetition_penalty is not None else 1.0,
+        repetition_penalty=_clamp_scale(parameters.repetition_penalty if parameters.repetition_penalty is not None
+                                        else 1.0),
         frequency_penalty=parameters.frequency_penalty if parameters.frequency_penalty is not None else 0.0,
         top_n_tokens=parameters.top_n_tokens or 0)
+
+
+def _clamp_scale(value: float) -> float:
+    return min(max(value, SCALE_BOUNDS[0]), SCALE_BOUNDS[1])
 
 
 def _check_unsupported(p: GenerateParameters) -> None:
