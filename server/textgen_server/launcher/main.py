@@ -33,6 +33,7 @@ logger = logging.getLogger("textgen_server.launcher")
 
 # Time for the last responses' bytes to leave before uvicorn closes connections.
 FINAL_FLUSH_SECONDS = 0.2
+UVICORN_SHUTDOWN_SECONDS = 5
 
 
 class _Server(uvicorn.Server):
@@ -83,7 +84,9 @@ class Launcher:
         install_ops(app, OpsOptions(api_key=config.args.api_key, cors_allow_origins=config.args.cors_allow_origin),
                     on_rejected=self.state.metrics.request_rejected)
         self.server = _Server(uvicorn.Config(app, host=config.args.hostname,
-                                             port=config.args.port, log_level="warning", lifespan="off"))
+                                             port=config.args.port, log_level="warning", lifespan="off",
+                                             # A backstop: drained requests are done or cancelled by now.
+                                             timeout_graceful_shutdown=UVICORN_SHUTDOWN_SECONDS))
 
     async def run(self) -> int:
         stop = asyncio.Event()
@@ -147,6 +150,9 @@ class Launcher:
             if not await batcher.wait_idle(timeout):
                 logger.warning("%d request(s) still running after %.0f s; stopping anyway",
                                batcher.num_in_flight, timeout)
+                # Each gets a final error (an SSE error event or a 5xx), so no client waits on a closed server.
+                batcher.cancel_all(f"the server is shutting down and --graceful-termination-timeout ({timeout:g} s) "
+                                   "expired; retry on another replica")
         await asyncio.sleep(FINAL_FLUSH_SECONDS)
         return 0
 

@@ -115,6 +115,18 @@ class Batcher:
             logger.info("request %d cancelled by the client after %d generated token(s)", request_id,
                         len(live.output.tokens))
 
+    def cancel_all(self, reason: str) -> int:
+        """Ends every in-flight request with a GenerationError carrying `reason` (drain timeout); returns how many."""
+        cancelled = list(self._live.items())
+        for request_id, live in cancelled:
+            self.scheduler.abort(request_id)
+            if self.metrics is not None:
+                self.metrics.request_failed("cancelled")
+            live.queue.put_nowait(GenerationError(f"request {request_id}: {reason}"))
+        self._live.clear()
+        self._mark_idle()
+        return len(cancelled)
+
     async def wait_idle(self, timeout: float) -> bool:
         """Waits until no request is in flight; False when `timeout` seconds passed first."""
         try:
