@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 
 _SSE: dict[str, Any] = {"description": "the body; with `stream: true`, `data: {chunk}` events, then `data: [DONE]`",
                         "content": {"text/event-stream": {}}}
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: _SSE, **{code: ERROR_RESPONSES[code] for code in (413, 422, 424, 429, 503)}}
+# Every error the app documents can come from these routes (body parsing, payload limit, validation, ...).
+_RESPONSES: dict[int | str, dict[str, Any]] = {200: _SSE, **ERROR_RESPONSES}
 JobBuilder = Callable[[Serving, ResponseMeta], Job]
 Streams = list[AsyncIterator[TokenEvent]]
 
