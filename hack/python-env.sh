@@ -26,6 +26,11 @@ PY
 )
 key=$( { cat "$root/hack/constraints.txt"; echo "$deps"; } | sha256sum | cut -c1-12)
 venv="$cache/venv-$key"
+mkdir -p "$cache"
+# One builder at a time: concurrent runs (parallel test sessions, scripts) wait here instead of deleting the
+# venv under each other's feet.
+exec 9>"$cache/venv.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
   echo "python-env: building $venv (first run downloads torch, a few minutes)" >&2
   rm -rf "$venv"
@@ -48,6 +53,7 @@ if ! "$venv/bin/python" -c "import textgen_server, sys; sys.exit(0 if textgen_se
 fi
 PATH="$venv/bin:$PATH" "$root/hack/gen-proto.sh" >&2
 ln -sfn "$venv" "$root/.venv"
+flock -u 9
 if [ "${1:-}" = "--export" ]; then
   echo "export VIRTUAL_ENV='$venv' PATH='$venv/bin':\"\$PATH\""
 else
