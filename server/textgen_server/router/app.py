@@ -28,7 +28,8 @@ from textgen_server.router.validation import Limits
 # Documented on every route that can fail, so that /openapi.json states the error contract clients rely on.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": meaning} for code, meaning in (
-        (413, "payload too large (--payload-limit)"), (422, "input validation error"),
+        (400, "the body is not JSON in UTF-8"), (413, "payload too large (--payload-limit)"),
+        (422, "input validation error"),
         (424, "generation error (the model shard failed)"), (429, "model overloaded (--max-concurrent-requests)"),
         (503, "loading, warming up, draining or broken"))}
 

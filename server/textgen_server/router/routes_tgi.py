@@ -32,7 +32,8 @@ from textgen_server.router.validation import ValidationError, ValidRequest, buil
 logger = logging.getLogger(__name__)
 
 _Responses = dict[int | str, dict[str, Any]]
-_GENERATE_ERRORS: _Responses = {code: ERROR_RESPONSES[code] for code in (413, 422, 424, 429, 503)}
+_GENERATE_ERRORS: _Responses = {code: ERROR_RESPONSES[code] for code in (400, 413, 422, 424, 429, 503)}
+_TOKENIZE_ERRORS: _Responses = {code: ERROR_RESPONSES[code] for code in (400, 413, 422, 503)}
 _SSE: _Responses = {200: {"content": {"text/event-stream": {}}, "description": "server-sent events, one per token"}}
 Admitted = tuple[Serving, ValidRequest]
 
@@ -66,8 +67,7 @@ def register_tgi_routes(app: FastAPI, state: RouterState) -> None:
         app.add_api_route(path, compat_generate, methods=["POST"], summary=summary, response_model=GenerateResponse,
                           responses={**_SSE, **_GENERATE_ERRORS})
 
-    @app.post("/tokenize", response_model=list[SimpleToken], responses={413: ERROR_RESPONSES[413],
-              422: ERROR_RESPONSES[422], 503: ERROR_RESPONSES[503]})
+    @app.post("/tokenize", response_model=list[SimpleToken], responses=_TOKENIZE_ERRORS)
     async def tokenize(body: GenerateRequest) -> Any:
         if state.serving is None:
             return error_response(503, "the model is still loading; retry when /health returns 200", "unhealthy")
