@@ -22,9 +22,10 @@ if ! wait "$tools_pid"; then
 fi
 export PATH="$venv/bin:$PATH"
 
-echo "== static checks: import contracts (lint-imports) and types (mypy)"
+echo "== static checks: import contracts, types, CRDs in the chart in step with crds/"
 lint-imports --config pyproject.toml
 mypy
+hack/sync-crds.sh --check
 
 echo "== tests"
 # testpaths in pyproject.toml name every tier. No "|| true" anywhere: a failure, or pytest's exit 5
