@@ -13,7 +13,7 @@ from textgen_server.testing.tiny_models import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer() -> Any:
     return build_tiny_tokenizer()
 
 
@@ -21,7 +21,7 @@ def messages(*raw: dict[str, Any]) -> list[ChatMessage]:
     return [ChatMessage.model_validate(message) for message in raw]
 
 
-def test_rendering_matches_transformers_apply_chat_template(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_rendering_matches_transformers_apply_chat_template(tokenizer: Any) -> None:
     raw = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
     text = render_chat_prompt(tokenizer, messages(*raw))
     assert text == "<|system|>Be brief.<|end|><|user|>Hi there<|end|><|assistant|>"
@@ -30,7 +30,7 @@ def test_rendering_matches_transformers_apply_chat_template(tokenizer) -> None: 
     assert encode_chat_prompt(tokenizer, text) == list(expected_ids)
 
 
-def test_text_content_parts_are_joined(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_text_content_parts_are_joined(tokenizer: Any) -> None:
     parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]
     assert "<|user|>Hello world<|end|>" in render_chat_prompt(tokenizer, messages({"role": "user", "content": parts}))
 
@@ -40,13 +40,13 @@ def test_text_content_parts_are_joined(tokenizer) -> None:  # type: ignore[no-un
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
      "`messages[0].content` has a part of type 'image_url'"),
 ])
-def test_unrenderable_messages_are_422(tokenizer, raw: list[dict[str, Any]], fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_unrenderable_messages_are_422(tokenizer: Any, raw: list[dict[str, Any]], fragment: str) -> None:
     with pytest.raises(ValidationError) as raised:
         render_chat_prompt(tokenizer, messages(*raw))
     assert fragment in str(raised.value)
 
 
-def test_a_template_that_raises_gives_its_reason(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_a_template_that_raises_gives_its_reason() -> None:
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be "
                                "from the user') }}{% endif %}{{ messages[0]['content'] }}")

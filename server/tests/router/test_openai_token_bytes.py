@@ -2,6 +2,8 @@
 tokenizer (the tiny test tokenizer) and on SentencePiece-style vocabulary strings."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from textgen_server.router.token_bytes import TokenBytes, byte_level_decoding, vocabulary_bytes
@@ -11,7 +13,7 @@ TEXTS = ["plain ascii words", "naïve café — 東京タワー 🚀🚀 emoji",
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer() -> Any:
     return build_tiny_tokenizer()
 
 
@@ -21,7 +23,7 @@ def test_byte_level_table_is_a_bijection_over_all_256_bytes() -> None:
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_the_bytes_of_a_texts_tokens_concatenate_to_the_text(tokenizer, text: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_bytes_of_a_texts_tokens_concatenate_to_the_text(tokenizer: Any, text: str) -> None:
     token_bytes = TokenBytes(tokenizer)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert token_bytes.byte_level
@@ -31,7 +33,7 @@ def test_the_bytes_of_a_texts_tokens_concatenate_to_the_text(tokenizer, text: st
         assert any("\ufffd" in tokenizer.decode([token_id]) for token_id in ids)
 
 
-def test_special_tokens_give_their_literal_text(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_special_tokens_give_their_literal_text(tokenizer: Any) -> None:
     assert TokenBytes(tokenizer)(tokenizer.convert_tokens_to_ids("</s>")) == b"</s>"
 
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,12 +200,13 @@ class _ChoiceStream:
 async def _stream(run: _Run) -> AsyncIterator[bytes]:
     job = run.job
     choices = {sub.index: _ChoiceStream(sub, StreamText(job.stops), offset=len(sub.prefix)) for sub in job.subs}
+    merged = _merge(job.subs, run.streams)
     try:
         for sub in job.subs:
             opening = _opening_chunk(job, sub)
             if opening is not None:
                 yield _sse(opening)
-        async for sub, event in _merge(job.subs, run.streams):
+        async for sub, event in merged:
             chunk = _event_chunk(job, choices[sub.index], event, run.logprob_entry(event))
             if chunk is not None:
                 yield _sse(chunk)
@@ -217,6 +218,7 @@ async def _stream(run: _Run) -> AsyncIterator[bytes]:
     except GenerationError as error:
         yield _sse({"error": str(error), "error_type": "generation"})
     finally:
+        await merged.aclose()  # stops the per-choice pumps now, not when the generator is garbage-collected
         run.abort()
 
 
@@ -252,7 +254,7 @@ def _event_chunk(job: Job, choice: _ChoiceStream, event: TokenEvent, entry: Logp
     return build_completion_chunk(job.meta, index, text, logprobs, reason, job.include_usage)
 
 
-async def _merge(subs: list[SubRequest], streams: Streams) -> AsyncIterator[tuple[SubRequest, TokenEvent]]:
+async def _merge(subs: list[SubRequest], streams: Streams) -> AsyncGenerator[tuple[SubRequest, TokenEvent], None]:
     """Events of all choices as they come (one stream is passed through without a queue)."""
     if len(streams) == 1:
         async for event in streams[0]:
