@@ -85,6 +85,8 @@ class Launcher:
                     on_rejected=self.state.metrics.request_rejected)
         self.server = _Server(uvicorn.Config(app, host=config.args.hostname,
                                              port=config.args.port, log_level="warning", lifespan="off",
+                                             # uvicorn's loggers propagate to ours (text or --json-output).
+                                             log_config=None,
                                              # A backstop: drained requests are done or cancelled by now.
                                              timeout_graceful_shutdown=UVICORN_SHUTDOWN_SECONDS))
 
