@@ -18,7 +18,7 @@ from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import Kube
 from textgen_operator.names import LABEL_MANAGED_BY, LABEL_SERVICE
 from textgen_operator.cache import ObjectCache
-from textgen_operator.reconciler import Context, NodeCapacity, prime, reconcile
+from textgen_operator.reconciler import ClosingNamespaces, Context, NodeCapacity, prime, reconcile
 from textgen_operator.workqueue import Queue
 from textgen_operator import FIELD_MANAGER
 
@@ -35,6 +35,7 @@ class Runtime:
     config: OperatorConfig
     nodes: NodeCapacity
     cache: ObjectCache = field(default_factory=ObjectCache)
+    closing: ClosingNamespaces = field(default_factory=ClosingNamespaces)
     kube: Kube | None = None
     queue: Queue | None = None
     primer: asyncio.Task[None] | None = None
@@ -90,7 +91,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if runtime.queue is None:
             kube = runtime.kube
             assert kube is not None, "login handler has not run"
-            ctx = Context(kube, runtime.cache, runtime.config, runtime.nodes)
+            ctx = Context(kube, runtime.cache, runtime.config, runtime.nodes, runtime.closing)
             ready = asyncio.Event()
             runtime.queue = Queue(lambda key: reconcile(ctx, key), runtime.config.max_concurrent_reconciles,
                                   runtime.config.blocked_retry_seconds, ready)
@@ -111,6 +112,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
             remember(memo, event)
             if namespace:
                 queue_of(memo).enqueue((namespace, labels[LABEL_SERVICE]))
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def on_namespace(name: str, type: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+        # A namespace being deleted loses its objects in no particular order; its TGSs must not rebuild them.
+        # DELETED clears the mark: a namespace created again under the same name is a new one.
+        _runtime(memo).closing.update(name, type != "DELETED" and meta.get("deletionTimestamp") is not None)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def on_node(name: str, type: str, status: kopf.Status, memo: Any, **_: Any) -> None:

@@ -52,6 +52,21 @@ class NodeCapacity:
         return largest
 
 
+@dataclass
+class ClosingNamespaces:
+    """Namespaces being deleted: the operator writes nothing there (no re-create of children the namespace
+    controller removes, no status or Event for objects being torn down). Fed by namespace watch events and,
+    for a namespace whose event has not arrived yet, by the API server's "being terminated" refusal."""
+
+    names: set[str] = field(default_factory=set)
+
+    def update(self, name: str, terminating: bool) -> None:
+        (self.names.add if terminating else self.names.discard)(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -104,15 +119,23 @@ class Context:
     cache: ObjectCache
     config: OperatorConfig
     nodes: NodeCapacity
+    closing: ClosingNamespaces = field(default_factory=ClosingNamespaces)
 
 
 async def reconcile(ctx: Context, key: Key) -> bool:
     """Converges one TGS. Returns True when it is blocked on something outside it (retry later)."""
+    if key[0] in ctx.closing:
+        return False     # the namespace is being deleted: every write there would be refused or wasted
     try:
         return await _reconcile(ctx, key)
     except ApiError as error:
         if _is_gone(error):
-            log.info("%s/%s is going away: %s", key[0], key[1], error.message)
+            # The API server's words are not repeated: its refusal would read like an RBAC denial in the log.
+            closing = error.status == 403
+            log.info("%s/%s is going away (%s): no more writes for it", key[0], key[1],
+                     "its namespace is being deleted" if closing else "not found")
+            if closing:
+                ctx.closing.update(key[0], True)
             return False
         raise
 
