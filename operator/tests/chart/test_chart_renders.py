@@ -21,7 +21,8 @@ def helm_binary() -> pathlib.Path:
 
 
 def render(*sets: str) -> list[dict[str, Any]]:
-    args = [str(helm_binary()), "template", "t", str(CHART), "-n", "textgen-system", "--include-crds"]
+    args = [str(helm_binary()), "template", "t", str(CHART), "-n", "textgen-system", "--include-crds",
+            "--kube-version", "1.36.3"]   # helm template's default version is older than Chart.yaml kubeVersion
     for s in sets:
         args += ["--set", s]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
