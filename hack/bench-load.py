@@ -311,8 +311,10 @@ async def self_test(args: argparse.Namespace) -> dict[str, Any]:
     process, url, log_path = Launcher.start(model_dir, args.workdir, flags)
     rounds: list[dict[str, Any]] = []
     try:
-        await run_level(url, "tgi", prompts[:2], 4, None, None, None)  # first-request costs out of the measurement
-        await engine.run(prompts[:2], 4)
+        # First-batch costs (allocator growth, first large prefill) out of the measurement: the whole prompt set
+        # once through each path with a few tokens.
+        await run_level(url, "tgi", prompts, 4, None, None, None)
+        await engine.run(prompts, 4)
         for round_index in range(args.rounds):
             for name in ("engine", "http") if round_index % 2 == 0 else ("http", "engine"):
                 if name == "http":
@@ -330,8 +332,9 @@ async def self_test(args: argparse.Namespace) -> dict[str, Any]:
         process.wait(60)
         await engine.stop()
     overhead = overhead_summary(rounds)
-    print(f"HTTP / in-process engine streaming tokens/s: {overhead['ratio']:.3f} "
-          f"(http {overhead['http_tokens_per_s']:.1f}, engine {overhead['engine_tokens_per_s']:.1f}; goal >= 0.90)")
+    print(f"HTTP / in-process engine streaming tokens/s: {overhead['ratio']:.3f} over all rounds, median per round "
+          f"{overhead['median_round_ratio']:.3f} (http {overhead['http_tokens_per_s']:.1f}, engine "
+          f"{overhead['engine_tokens_per_s']:.1f} tokens/s; goal >= 0.90)")
     print(f"(launcher log: {log_path})")
     return {"mode": "self-test", "model": str(model_dir), "prompts": len(prompts),
             "output_tokens": args.output_tokens, "rounds": rounds, "overhead": overhead, "sweep": sweep}
@@ -344,7 +347,11 @@ def overhead_summary(rounds: list[dict[str, Any]]) -> dict[str, float]:
         return sum(r["total_output_tokens"] for r in mine) / sum(r["duration_s"] for r in mine)
 
     http, engine = rate("http"), rate("engine")
-    return {"http_tokens_per_s": http, "engine_tokens_per_s": engine, "ratio": http / engine}
+    # Per round too: a burst of load from other jobs on a shared CPU hits one round, and the median shrugs it off.
+    pairs = [(r["output_throughput"], e["output_throughput"]) for r, e in zip(
+        [r for r in rounds if r["system"] == "http"], [r for r in rounds if r["system"] == "engine"])]
+    return {"http_tokens_per_s": http, "engine_tokens_per_s": engine, "ratio": http / engine,
+            "median_round_ratio": statistics.median(h / e for h, e in pairs)}
 
 
 async def load_sweep(url: str, api: str, prompts: list[str], args: argparse.Namespace,
