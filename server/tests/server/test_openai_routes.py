@@ -128,3 +128,21 @@ def test_models_route(server: LauncherProcess, tiny_llama_dir: Path) -> None:
     body = httpx.get(f"{server.base_url}/v1/models").json()
     assert body["object"] == "list" and [m["id"] for m in body["data"]] == [str(tiny_llama_dir)]
     assert body["data"][0]["object"] == "model" and body["data"][0]["created"] > 0
+
+
+def test_a_disconnect_cancels_every_choice_of_a_non_streamed_request(server: LauncherProcess) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 400, "ignore_eos": True, "n": 2}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            request = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
+            await asyncio.sleep(1.0)
+            request.cancel()  # closes the connection mid-request
+            await asyncio.gather(request, return_exceptions=True)
+
+    log_before = server.log().count("cancelled by the client")
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 30
+    while server.log().count("cancelled by the client") < log_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.log().count("cancelled by the client") == log_before + 2
