@@ -34,7 +34,7 @@ class OperatorConfig:
     bind_host: str = "0.0.0.0"                # where liveness and metrics listen (127.0.0.1 in tests)
     log_format: LogFormat = "json"
     log_level: str = "INFO"
-    max_concurrent_reconciles: int = 16
+    max_concurrent_reconciles: int = 64
     blocked_retry_seconds: float = 30.0       # re-check a spec blocked on a missing dependency (e.g. a Secret)
 
     @property
@@ -87,7 +87,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    default=float(e("TEXTGEN_BLOCKED_RETRY_SECONDS", "30")),
                    help="how often a spec blocked on a missing dependency (e.g. a Secret) is re-checked")
     p.add_argument("--max-concurrent-reconciles", type=int,
-                   default=int(e("TEXTGEN_MAX_CONCURRENT_RECONCILES", "16")))
+                   default=int(e("TEXTGEN_MAX_CONCURRENT_RECONCILES", "64")))
     return p
 
 

@@ -95,7 +95,7 @@ class Kube:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers=self._auth_headers, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
+                headers=self._auth_headers, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=256),
                 timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 

@@ -88,7 +88,10 @@ async def _apply_one(kube: Kube, cache: ObjectCache, obj: Body) -> list[Problem]
 async def _apply_all(kube: Kube, cache: ObjectCache, to_apply: list[Body]) -> list[Problem]:
     """All at once: none of the children needs another to be created first (a pod the StatefulSet controller
     tries to create before its ServiceAccount exists is simply retried by that controller)."""
-    found = await asyncio.gather(*(_apply_one(kube, cache, o) for o in to_apply))
+    # The StatefulSet first: it is what the pods wait for, and a Service create (ClusterIP allocation) can take
+    # the API server far longer; requests leave in this order when connections are scarce.
+    ordered = sorted(to_apply, key=lambda o: o["kind"] != "StatefulSet")
+    found = await asyncio.gather(*(_apply_one(kube, cache, o) for o in ordered))
     return [p for problems in found for p in problems]
 
 
