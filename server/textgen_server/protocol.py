@@ -36,6 +36,9 @@ class StepItem:
     params: SamplingParams | None = None
     prefix_token_ids: list[int] = field(default_factory=list)  # positions [0, start_pos), with params only
     num_prompt_tokens: int = 0     # with params only
+    # Compute prompt logprobs for this item's tokens (every chunk of the first prefill, from start_pos 0); the
+    # shard returns them all on the Generation of the request's sampling item (see shard.proto).
+    prefill_logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class Generation:
     request_id: int
     token: Token
     top_tokens: list[Token] = field(default_factory=list)
+    # log P(prompt[i] | prompt[:i]) for i = 1 .. len(prompt) - 1, only on the first Generation of a request
+    # whose items asked for prefill_logprobs; empty otherwise.
+    prefill_logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

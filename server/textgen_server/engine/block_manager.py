@@ -129,8 +129,8 @@ class BlockManager:
     # ---- internals ------------------------------------------------------------------------------------------
     def _match_prefix(self, seq: Sequence) -> list[int]:
         """Cached blocks holding seq's leading full blocks, stopping before the block with the last token."""
-        if not self.enable_prefix_caching:
-            return []
+        if not self.enable_prefix_caching or seq.needs_prefill_logprobs:
+            return []  # prompt logprobs need every position computed (see Sequence.needs_prefill_logprobs)
         hit_ids: list[int] = []
         parent = _ROOT_CONTENT_ID
         for index in range((seq.num_tokens - 1) // self.block_size):

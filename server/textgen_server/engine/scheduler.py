@@ -258,6 +258,7 @@ class Scheduler:
             params=seq.params if first else None,
             prefix_token_ids=seq.token_ids[:start] if first else [],
             num_prompt_tokens=seq.num_prompt_tokens if first else 0,
+            prefill_logprobs=seq.needs_prefill_logprobs,
         )
 
     # ---- postprocess --------------------------------------------------------------------------------------

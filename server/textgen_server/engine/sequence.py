@@ -44,6 +44,7 @@ class Sequence:
         params: SamplingParams | None = None,
         eos_token_ids: Iterable[int] = (),
         arrival_time: float | None = None,
+        want_prefill_logprobs: bool = False,
     ) -> None:
         self.request_id = request_id
         self.token_ids: list[int] = list(prompt_token_ids)
@@ -65,6 +66,8 @@ class Sequence:
         # True from (re)admission until the first item is built: that item carries params and the prefix.
         self.needs_params = False
         self.num_preemptions = 0
+        # Prompt logprobs asked (decoder_input_details): computed during the prefill before the first token.
+        self.want_prefill_logprobs = want_prefill_logprobs
 
     @property
     def num_tokens(self) -> int:
@@ -85,6 +88,15 @@ class Sequence:
     @property
     def output_token_ids(self) -> list[int]:
         return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def needs_prefill_logprobs(self) -> bool:
+        """Whether its prompt must be computed with logprobs: asked for and no token generated yet.
+
+        Such a prefill must start at position 0: a prefix-cache hit would skip positions whose logprobs were
+        never computed. After the first token (which carries them) a recompute may use the cache again.
+        """
+        return self.want_prefill_logprobs and self.num_output_tokens == 0
 
     @property
     def is_finished(self) -> bool:

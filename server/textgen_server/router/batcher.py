@@ -93,7 +93,8 @@ class Batcher:
             raise GenerationError(f"the shard is unavailable: {self.broken}")
         request_id = next(self._ids)
         seq = Sequence(request_id, request.prompt_ids, request.max_new_tokens, params=request.params,
-                       eos_token_ids=() if request.ignore_eos else self.eos_token_ids, arrival_time=time.monotonic())
+                       eos_token_ids=() if request.ignore_eos else self.eos_token_ids, arrival_time=time.monotonic(),
+                       want_prefill_logprobs=request.decoder_input_details)
         live = _Live(seq=seq, output=RequestOutput.start(request, self.tokenizer),
                      http_request_id=current_request_id())
         self._live[request_id] = live

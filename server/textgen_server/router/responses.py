@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from textgen_server.router.schemas import (
@@ -47,6 +47,7 @@ class Candidate:
     finished: Finished
     tokens: list[Token]
     top_tokens: list[list[Token]]
+    prefill_logprobs: list[float] = field(default_factory=list)  # log P(prompt[i] | prompt[:i]), i >= 1
 
     def sum_logprob(self) -> float:
         """TGI's ranking of best_of candidates: the sum of the chosen tokens' logprobs."""

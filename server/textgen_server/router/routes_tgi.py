@@ -25,7 +25,7 @@ from textgen_server.router.responses import (
     format_sse,
     pick_best,
 )
-from textgen_server.router.schemas import GenerateRequest, GenerateResponse, Info, PrefillToken, SimpleToken
+from textgen_server.router.schemas import GenerateRequest, GenerateResponse, Info, PrefillToken, SimpleToken, Token
 from textgen_server.router.stream import TokenEvent, Tokenizer
 from textgen_server.router.validation import ValidationError, ValidRequest, build_candidates, validate
 
@@ -127,17 +127,23 @@ async def _generate(serving: Serving, valid: ValidRequest, inputs: str, request:
     except GenerationError as error:
         await asyncio.gather(*(stream.aclose() for stream in streams))  # the other candidates stop too
         return error_response(424, str(error), "generation")
-    prefill = _prefill_tokens(serving.tokenizer, valid) if valid.decoder_input_details else []
+    prefill = (_prefill_tokens(serving.tokenizer, valid, best.prefill_logprobs)
+               if valid.decoder_input_details else [])
     return JSONResponse(dump_generate_response(build_generate_response(best, others, inputs, prefill)))
 
 
 async def _collect(request: ValidRequest, events: AsyncIterator[TokenEvent]) -> Candidate:
-    tokens, top_tokens = [], []
+    tokens: list[Token] = []
+    top_tokens: list[list[Token]] = []
+    prefill_logprobs: list[float] = []
     async for event in events:
+        if not tokens:  # the shard sends prompt logprobs with the first token only
+            prefill_logprobs = event.prefill_logprobs
         tokens.append(event.token)
         top_tokens.append(event.top_tokens)
         if event.finished is not None:
-            return Candidate(request=request, finished=event.finished, tokens=tokens, top_tokens=top_tokens)
+            return Candidate(request=request, finished=event.finished, tokens=tokens, top_tokens=top_tokens,
+                             prefill_logprobs=prefill_logprobs)
     raise GenerationError("the token stream ended without a final token")
 
 
@@ -168,7 +174,9 @@ async def _stream(events: AsyncIterator[TokenEvent], valid: ValidRequest, inputs
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def _prefill_tokens(tokenizer: Tokenizer, valid: ValidRequest) -> list[PrefillToken]:
-    # Prompt logprobs are not computed by the shard yet: ids and texts, logprob null (TGI's first is null too).
-    return [PrefillToken(id=token_id, text=tokenizer.decode([token_id]), logprob=None)
-            for token_id in valid.prompt_ids]
+def _prefill_tokens(tokenizer: Tokenizer, valid: ValidRequest, logprobs: list[float]) -> list[PrefillToken]:
+    """details.prefill: every prompt token with log P(token | tokens before it); the first has none (null)."""
+    values: list[float | None] = [None, *logprobs]
+    values += [None] * (len(valid.prompt_ids) - len(values))  # a 1-token prompt has no values at all
+    return [PrefillToken(id=token_id, text=tokenizer.decode([token_id]), logprob=value)
+            for token_id, value in zip(valid.prompt_ids, values)]

@@ -37,6 +37,9 @@ class TokenEvent:
     token: Token
     top_tokens: list[Token]
     finished: Finished | None = None
+    # On the first event of a request that asked for decoder_input_details: log P(prompt[i] | prompt[:i]) for
+    # i >= 1, as the shard computed them (empty otherwise).
+    prefill_logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -72,7 +75,8 @@ class RequestOutput:
         self.tokens.append(token)
         self.top_tokens.append(top)
         finished = self._finish(reason) if reason is not None else None
-        return TokenEvent(index=len(self.tokens) - 1, token=token, top_tokens=top, finished=finished)
+        return TokenEvent(index=len(self.tokens) - 1, token=token, top_tokens=top, finished=finished,
+                          prefill_logprobs=generation.prefill_logprobs)
 
     def generated_text(self) -> str:
         """The whole output, special tokens left out (as TGI's generated_text)."""

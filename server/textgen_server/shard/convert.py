@@ -124,6 +124,7 @@ def step_item_to_pb(item: StepItem) -> pb.StepItem:
         sample=item.sample,
         prefix_token_ids=item.prefix_token_ids,
         num_prompt_tokens=item.num_prompt_tokens,
+        prefill_logprobs=item.prefill_logprobs,
     )
     if item.params is not None:
         message.parameters.CopyFrom(sampling_params_to_pb(item.params))
@@ -140,6 +141,7 @@ def step_item_from_pb(message: pb.StepItem) -> StepItem:
         params=sampling_params_from_pb(message.parameters) if message.HasField("parameters") else None,
         prefix_token_ids=list(message.prefix_token_ids),
         num_prompt_tokens=message.num_prompt_tokens,
+        prefill_logprobs=message.prefill_logprobs,
     )
 
 
@@ -166,6 +168,7 @@ def step_response_to_pb(generations: list[Generation], forward_ns: int = 0) -> p
                 request_id=g.request_id,
                 token=_token_to_pb(g.token),
                 top_tokens=[_token_to_pb(t) for t in g.top_tokens],
+                prefill_logprobs=g.prefill_logprobs,
             )
             for g in generations
         ],
@@ -179,6 +182,7 @@ def generations_from_pb(message: pb.StepResponse) -> list[Generation]:
             request_id=g.request_id,
             token=_token_from_pb(g.token),
             top_tokens=[_token_from_pb(t) for t in g.top_tokens],
+            prefill_logprobs=list(g.prefill_logprobs),
         )
         for g in message.generations
     ]

@@ -6,6 +6,7 @@ returns one Generation per sampling item, in item order.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
 from textgen_server.sampling import RequestState, sample_batch
 from textgen_server.shard.errors import InvalidStepError, NotReadyError
+from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
 
 
@@ -40,6 +42,8 @@ class ModelRunner:
         self.kernel = select_kernel(self.device.type)
         self.cache: PagedKVCache | None = None
         self.states: dict[int, RequestState] = {}
+        # Prompt logprobs of requests whose prompt is still arriving in chunks (decoder_input_details).
+        self.prompt_logprobs: dict[int, PromptLogprobs] = {}
 
     def info(self) -> ModelInfo:
         """Model and device facts the router needs before warmup."""
@@ -88,21 +92,30 @@ class ModelRunner:
                 use_cache=False,
                 textgen_step=StepContext(metadata, cache, self.kernel),
             ).last_hidden_state  # [1, T, hidden]
+            lm_head = self.loaded.model.get_output_embeddings()
+            finished_prompts: dict[int, list[float]] = {}
+            if any(item.prefill_logprobs for item in items):  # else the fast path: lm_head on sampling rows only
+                finished_prompts = accumulate(items, hidden[0], lm_head, self.prompt_logprobs)
             if not sampling_states:
                 return []
             # The lm_head runs only on the rows that sample, not on every prompt token.
-            logits = self.loaded.model.get_output_embeddings()(hidden[0, metadata.sample_rows])  # [S, V]
+            logits = lm_head(hidden[0, metadata.sample_rows])  # [S, V]
             request_ids = [item.request_id for item in items if item.sample]
-            return sample_batch(request_ids, logits, sampling_states)
+            generations = sample_batch(request_ids, logits, sampling_states)
+            if finished_prompts:
+                generations = [_with_prompt_logprobs(g, finished_prompts) for g in generations]
+            return generations
 
     def filter(self, request_ids: list[int]) -> None:
         """Forget the state of finished, cancelled or preempted requests (unknown ids are ignored)."""
         for request_id in request_ids:
             self.states.pop(request_id, None)
+            self.prompt_logprobs.pop(request_id, None)
 
     def clear(self) -> None:
         """Forget every request."""
         self.states.clear()
+        self.prompt_logprobs.clear()
 
     def _require_cache(self) -> PagedKVCache:
         if self.cache is None:
@@ -115,6 +128,7 @@ class ModelRunner:
         for item in items:
             if item.params is not None:
                 self.states[item.request_id] = _new_state(item, item.params)
+                self.prompt_logprobs.pop(item.request_id, None)  # a readmission restarts them too
             elif item.request_id not in self.states:
                 raise InvalidStepError(
                     f"request {item.request_id} has no state on this shard: the first item after (re)admission "
@@ -135,6 +149,11 @@ class ModelRunner:
                     f"request {item.request_id}: block ids {bad[:5]} are outside the KV cache's {num_blocks} "
                     "blocks; the router's BlockManager must use the num_blocks that Warmup returned"
                 )
+
+
+def _with_prompt_logprobs(generation: Generation, finished: dict[int, list[float]]) -> Generation:
+    values = finished.get(generation.request_id)
+    return generation if values is None else dataclasses.replace(generation, prefill_logprobs=values)
 
 
 def _new_state(item: StepItem, params: SamplingParams) -> RequestState:
