@@ -68,7 +68,7 @@ def test_metrics_match_a_known_workload(server: LauncherProcess) -> None:
     assert delta[("tgi_request_max_new_tokens_sum", ())] == total_tokens
     for histogram in ("tgi_request_duration", "tgi_request_queue_duration", "tgi_request_inference_duration",
                       "tgi_request_time_to_first_token_seconds", "tgi_request_input_length",
-                      "tgi_request_mean_time_per_token_duration"):
+                      "tgi_request_mean_time_per_token_duration", "tgi_request_validation_duration"):
         assert delta[(f"{histogram}_count", ())] == num_requests, histogram
     # One inter-token gap per token after each request's first.
     assert delta[("tgi_request_inter_token_latency_seconds_count", ())] == total_tokens - num_requests

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,11 +80,14 @@ def prepare(state: RouterState, body: GenerateRequest, streaming: bool) -> Admit
     serving = admit(state)
     if isinstance(serving, JSONResponse):
         return serving
+    started = time.perf_counter()
     try:
         valid = _validate(serving, body, streaming)
     except ValidationError as error:
         logger.info("rejected a request: %s", error)
         return error_response(422, f"Input validation error: {error}", "validation")
+    # As TGI: the time to tokenize and validate a request that passed.
+    state.metrics.request_validation_duration.observe(time.perf_counter() - started)
     admitted = admit(state, valid.best_of)
     return admitted if isinstance(admitted, JSONResponse) else (admitted, valid)
 
