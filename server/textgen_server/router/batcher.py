@@ -94,7 +94,8 @@ class Batcher:
         request_id = next(self._ids)
         seq = Sequence(request_id, request.prompt_ids, request.max_new_tokens, params=request.params,
                        eos_token_ids=() if request.ignore_eos else self.eos_token_ids, arrival_time=time.monotonic(),
-                       want_prefill_logprobs=request.decoder_input_details)
+                       # Prompt logprobs cost a full lm_head over the prompt and the prefix cache: only when shown.
+                       want_prefill_logprobs=request.decoder_input_details and request.details)
         live = _Live(seq=seq, output=RequestOutput.start(request, self.tokenizer),
                      http_request_id=current_request_id())
         self._live[request_id] = live
