@@ -90,3 +90,15 @@ def test_overload_excess_gets_429_at_once_and_the_rest_complete(server: Launcher
     # "At once": every 429 came back before any admitted request finished its 300 tokens.
     assert all(seconds < slowest_served for _, seconds, _ in rejected), [r[:2] for r in results]
     assert all('"error_type":"overloaded"' in text.replace(" ", "") for _, _, text in rejected)
+
+
+@pytest.mark.parametrize(("parameters", "fragment"), [
+    ({"decoder_input_details": True, "details": True}, "`decoder_input_details` == true is not supported"),
+    ({"best_of": 2, "do_sample": True}, "`best_of` != 1 is not allowed"),
+])
+def test_stream_only_refusals_are_422_before_any_event(server: LauncherProcess, parameters: dict[str, object],
+                                                       fragment: str) -> None:
+    body = {"inputs": "hi", "parameters": {"max_new_tokens": 2, **parameters}}
+    response = httpx.post(f"{server.base_url}/generate_stream", json=body, timeout=60)
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["error"]

@@ -104,6 +104,10 @@ def _validate(serving: Serving, body: GenerateRequest, streaming: bool) -> Valid
         raise ValidationError("`inputs` cannot be empty: send at least one character of text")
     if streaming and (body.parameters.best_of or 1) > 1:
         raise ValidationError("`best_of` != 1 is not allowed for this endpoint: use /generate for best_of")
+    if streaming and body.parameters.decoder_input_details:
+        # As TGI: a stream has no place for the prompt's tokens; computing them would be wasted work.
+        raise ValidationError("`decoder_input_details` == true is not supported with streaming tokens: "
+                              "use /generate to get the prompt's logprobs")
     return validate(body.parameters, serving.tokenizer(body.inputs)["input_ids"], serving.limits)
 
 
