@@ -5,9 +5,10 @@ launcher fills `RouterState.serving` once warmup is done. Errors use TGI's body 
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -127,3 +128,27 @@ def build_app(state: RouterState) -> FastAPI:
     register_openai_routes(app, state)
     register_metrics(app, state.metrics)
     return app
+
+
+_T = TypeVar("_T")
+
+
+async def finish_unless_disconnected(work: asyncio.Future[_T], request: Request) -> bool:
+    """Waits for `work` or for the client to go away. On a disconnect `work` is cancelled and False returned."""
+    disconnect: asyncio.Future[None] = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        waiters: list[asyncio.Future[Any]] = [work, disconnect]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        disconnect.cancel()
+    if work.done():
+        return True
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    return False
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # The body is already read, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

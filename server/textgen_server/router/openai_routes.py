@@ -19,7 +19,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from textgen_server.router.app import ERROR_RESPONSES, RouterState, Serving, admit, error_response
+from textgen_server.router.app import (
+    ERROR_RESPONSES,
+    RouterState,
+    Serving,
+    admit,
+    error_response,
+    finish_unless_disconnected,
+)
 from textgen_server.router.batcher import GenerationError
 from textgen_server.router.openai_jobs import Job, SubRequest, build_chat_job, build_completion_job
 from textgen_server.router.openai_responses import (
@@ -145,17 +152,11 @@ def _piece(event: TokenEvent) -> str:
 async def _complete(run: _Run, request: Request) -> Response:
     gathered: asyncio.Future[list[ChoiceOutput]] = asyncio.ensure_future(asyncio.gather(
         *(_collect(run, sub, events) for sub, events in zip(run.job.subs, run.streams))))
-    disconnect: asyncio.Future[None] = asyncio.ensure_future(_wait_disconnect(request))
     try:
-        waited: list[asyncio.Future[Any]] = [gathered, disconnect]
-        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        completed = await finish_unless_disconnected(gathered, request)
     finally:
-        disconnect.cancel()
-        if not gathered.done():  # the client is gone: cancel every choice
-            gathered.cancel()
-            await asyncio.gather(gathered, return_exceptions=True)
         run.abort()
-    if gathered.cancelled():
+    if not completed:  # the client is gone: every choice was cancelled
         return Response(status_code=499)
     try:
         choices = sorted(gathered.result(), key=lambda choice: choice.index)
@@ -179,12 +180,6 @@ async def _collect(run: _Run, sub: SubRequest, events: AsyncIterator[TokenEvent]
             return ChoiceOutput(index=sub.index, text=sub.prefix + text, generated_tokens=finished.generated_tokens,
                                 finish_reason=openai_finish_reason(finished.finish_reason), logprobs=entries)
     raise GenerationError("the token stream ended without a final token")
-
-
-async def _wait_disconnect(request: Request) -> None:
-    # The body is already read, so the next ASGI message is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 @dataclass

@@ -15,7 +15,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from textgen_server.router.app import ERROR_RESPONSES, RouterState, Serving, admit, error_response
+from textgen_server.router.app import (
+    ERROR_RESPONSES,
+    RouterState,
+    Serving,
+    admit,
+    error_response,
+    finish_unless_disconnected,
+)
 from textgen_server.router.batcher import GenerationError
 from textgen_server.router.responses import (
     Candidate,
@@ -119,15 +126,8 @@ async def _generate(serving: Serving, valid: ValidRequest, inputs: str, request:
         return error_response(424, str(error), "generation")
     collector: asyncio.Future[list[Candidate]] = asyncio.ensure_future(
         asyncio.gather(*(_collect(c, s) for c, s in zip(candidates, streams))))
-    disconnect: asyncio.Future[None] = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        waiters: list[asyncio.Future[Any]] = [collector, disconnect]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        disconnect.cancel()
-    if not collector.done():  # client gone: closing the streams aborts the requests in the scheduler
-        collector.cancel()
-        await asyncio.gather(collector, return_exceptions=True)
+    if not await finish_unless_disconnected(collector, request):
+        # The client is gone: closing the streams aborts the requests in the scheduler.
         await asyncio.gather(*(stream.aclose() for stream in streams))
         return Response(status_code=499)
     try:
@@ -153,12 +153,6 @@ async def _collect(request: ValidRequest, events: AsyncIterator[TokenEvent]) -> 
             return Candidate(request=request, finished=event.finished, tokens=tokens, top_tokens=top_tokens,
                              prefill_logprobs=prefill_logprobs)
     raise GenerationError("the token stream ended without a final token")
-
-
-async def _wait_disconnect(request: Request) -> None:
-    # The body is already read, so the next ASGI message is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def _start_stream(serving: Serving, valid: ValidRequest, inputs: str) -> Response:
