@@ -40,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from textgen_server.testing.launcher_health import wait_until_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "server"))
 
@@ -232,17 +234,8 @@ class Launcher:
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"launcher exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return process, url, log_path
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit("launcher not healthy after 600 s")
+        wait_until_healthy(process, url, 600, log_path.read_text, poll_seconds=0.5)
+        return process, url, log_path
 
 
 class InProcessEngine:

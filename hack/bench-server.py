@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from textgen_server.testing.launcher_health import wait_until_healthy
+
 
 @dataclass(frozen=True)
 class Result:
@@ -122,7 +124,7 @@ def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(process, base_url, log_path)
+        wait_until_healthy(process, base_url, 600, log_path.read_text, poll_seconds=0.5)
         asyncio.run(stream_all(base_url, texts[:2], 4))  # first-request costs out of the measurement
         started = time.perf_counter()
         timings = asyncio.run(stream_all(base_url, texts, output_tokens))
@@ -135,18 +137,6 @@ def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[
                   [(t[-1] - t[1]) / (len(t) - 2) for t in timings if len(t) > 2])
 
 
-def wait_healthy(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"launcher exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("launcher not healthy after 600 s")
 
 
 async def stream_all(base_url: str, texts: list[str], output_tokens: int) -> list[list[float]]:

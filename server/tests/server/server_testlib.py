@@ -11,11 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import httpx
+from textgen_server.testing.launcher_health import wait_until_healthy
 
 STARTUP_TIMEOUT_S = 180.0
 # The console script itself, as the container runs it.
@@ -45,17 +44,7 @@ class LauncherProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"launcher exited with {self.process.returncode} during startup:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"launcher not healthy after {timeout:.0f} s:\n{self.log()}")
+        wait_until_healthy(self.process, self.base_url, timeout, self.log)
 
     def shard_pids(self) -> list[int]:
         """Children of the launcher (the shard processes), found through /proc."""
