@@ -7,6 +7,7 @@ kube-scheduler) with kwok simulating the kubelets. Fake node and pod IPs are nev
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -56,10 +57,22 @@ class Cluster:
         """A fresh `kubernetes` client authenticated as the cluster admin."""
         return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        """The audit log parsed; each entry has user.username, verb, objectRef, responseStatus.code."""
-        text = self.audit_log.read_text() if self.audit_log.exists() else ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    def audit_events(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The audit log parsed, oldest first; each entry has user.username, verb, objectRef,
+        responseStatus.code. With `since` (a time.time()), only requests received from then on. The API server
+        rotates the log at 100 MB into audit-<time>.log files: those are read too, so a window is never lost."""
+        files = sorted(self.state_dir.glob("audit*.log"), key=lambda f: f.stat().st_mtime)
+        if since is not None:
+            files = [f for f in files if f.stat().st_mtime >= since]
+        events = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+        if since is None:
+            return events
+        return [e for e in events if _stamp(e["requestReceivedTimestamp"]) >= since]
+
+
+def _stamp(value: str) -> float:
+    """An audit timestamp (RFC 3339 with microseconds) as a time.time() value."""
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def run_hack_cluster(command: str, state_dir: Path | None = None) -> str:

@@ -6,26 +6,19 @@ Fake accelerator nodes come from kwok; their pods run nothing. Nothing here dial
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
-import yaml
 
 from e2e.harness import REPO_ROOT, Cluster, apply_yaml, wait_for
+from e2e.operator_run import (Operator, condition, get_tgs, install_chart, permission_errors, run_operator, tiny,
+                              token_kubeconfig, wait_ready)
 
-CHART = REPO_ROOT / "charts" / "textgen-operator"
 EXAMPLES = sorted((REPO_ROOT / "crds" / "examples").glob("*.yaml"))
 RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
@@ -33,107 +26,14 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 NODE_PREFIX = {"nvidia": "gpu-h100-", "gaudi": "gaudi2-", "cpu": "cpu-"}
 
 
-@dataclass
-class Operator:
-    process: subprocess.Popen[bytes]
-    metrics_url: str
-    log_path: Path
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a counter's samples matching labels, read from the operator's /metrics."""
-        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def helm(cluster: Cluster, *args: str) -> str:
-    cmd = [str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`helm {' '.join(args)}` failed: {proc.stderr}")
-    return proc.stdout
-
-
-def token_kubeconfig(cluster: Cluster, path: Path) -> Path:
-    """A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest), not as the admin."""
-    core = kubernetes.client.CoreV1Api(cluster.api_client())
-    token = core.create_namespaced_service_account_token(
-        RELEASE, SYSTEM_NS, {"spec": {"expirationSeconds": 7200}}).status.token
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    server = admin["clusters"][0]["cluster"]
-    config = {"apiVersion": "v1", "kind": "Config",
-              "clusters": [{"name": "local", "cluster": server}],
-              "users": [{"name": "operator", "user": {"token": token}}],
-              "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
-              "current-context": "operator"}
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The chart installed by helm, and the operator running locally with the chart's identity."""
-    helm(cluster, "upgrade", "--install", RELEASE, str(CHART), "--namespace", SYSTEM_NS, "--create-namespace",
-         "--wait", "--timeout", "120s")
+    install_chart(cluster, RELEASE, SYSTEM_NS)
     tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig")
-    liveness, metrics = free_port(), free_port()
-    log_path = tmp / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    # The highest priority, so a stale peer left by an earlier crashed run never pauses this one.
-    args = [sys.executable, "-m", "textgen_operator.main", "--peering-name", RELEASE,
-            "--peering-priority", "2000000", "--liveness-port", str(liveness), "--metrics-port", str(metrics),
-            "--bind-host", "127.0.0.1", "--log-format", "json", "--blocked-retry-seconds", "2"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    handle = Operator(process, f"http://127.0.0.1:{metrics}/metrics", log_path)
-
-    def healthy() -> bool:
-        assert process.poll() is None, f"operator exited: {log_path.read_text()[-3000:]}"
-        try:
-            return bool(urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2).status == 200)
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, "the operator's /healthz")
-    yield handle
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    sys.stderr.write(f"--- operator log tail\n{log_path.read_text()[-4000:]}\n")
-
-
-def get_tgs(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    return dict(json.loads(cluster.kubectl("get", "tgs", name, "-n", namespace, "-o", "json").stdout))
-
-
-def condition(tgs: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in tgs.get("status", {}).get("conditions", []) if c["type"] == kind), {})
-
-
-def wait_ready(cluster: Cluster, namespace: str, name: str, replicas: int, timeout: float = 90) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        tgs = get_tgs(cluster, namespace, name)
-        status = tgs.get("status", {})
-        ok = (condition(tgs, "Ready").get("status") == "True" and status.get("readyReplicas") == replicas
-              and status.get("updatedReplicas") == replicas
-              and status.get("observedGeneration") == tgs["metadata"]["generation"])
-        return tgs if ok else None
-
-    return wait_for(ready, timeout, f"TGS {namespace}/{name} Ready with {replicas} replicas")
+    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", RELEASE, SYSTEM_NS)
+    with run_operator(kubeconfig, tmp, "--peering-name", RELEASE, "--blocked-retry-seconds", "2") as handle:
+        yield handle
 
 
 def create_token_secret(cluster: Cluster, namespace: str) -> None:
@@ -150,12 +50,6 @@ def pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={name}",
                           "-o", "json").stdout
     return list(json.loads(out)["items"])
-
-
-def tiny(name: str, **spec: Any) -> str:
-    body = {"apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService", "metadata": {"name": name},
-            "spec": {"model": {"id": "org/tiny"}, "accelerator": {"type": "nvidia", "count": 1}, **spec}}
-    return str(yaml.safe_dump(body))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
@@ -305,10 +199,10 @@ def test_zero_writes_at_steady_state(cluster: Cluster, operator: Operator, names
                                                           "--no-headers").stdout, 120,
              "earlier test namespaces to finish terminating")
     time.sleep(5)                       # let the last status write's own watch event come back
-    start = len(cluster.audit_events())
+    start = time.time()
     reconciles_before = operator.metric("textgen_operator_reconciles_total")
     time.sleep(60)
-    writes = [e for e in cluster.audit_events()[start:]
+    writes = [e for e in cluster.audit_events(since=start)
               if e["user"]["username"] == OPERATOR_USER and e["verb"] in WRITE_VERBS]
     ours = [e for e in writes if e["objectRef"].get("resource") != "clusterkopfpeerings"]
     heartbeats = len(writes) - len(ours)
@@ -320,6 +214,5 @@ def test_zero_writes_at_steady_state(cluster: Cluster, operator: Operator, names
 def test_the_operator_log_has_no_permission_errors(operator: Operator) -> None:
     """The chart's RBAC is all the operator (and kopf inside it) needs: no 403 / Forbidden anywhere in its log
     after every test above ran (kopf's CRD scanning is off, so it never lists customresourcedefinitions)."""
-    denied = [line for line in operator.log_path.read_text().splitlines()
-              if re.search(r"\b403\b|forbidden", line, re.IGNORECASE)]
+    denied = permission_errors(operator.log_path)
     assert denied == [], "\n".join(denied[:10])

@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
 """Benchmark of the operator on the local control plane (a script, not a test).
 
-Creates N TextGenerationServices at once (default 200) in a fresh namespace and measures:
-  - create-to-StatefulSet latency p50/p99: from the TGS ADDED event to its StatefulSet ADDED event, both as
-    they arrive on this script's watches (monotonic clock; server-side creationTimestamps have one-second
-    granularity, too coarse for a 100 ms goal); also from the create call's return, as a cross-check,
+Creates N TextGenerationServices at once (default 200, from 16 client threads) in a fresh namespace and measures:
+  - create-to-StatefulSet latency p50/p99: from the moment the API server finished creating a TGS to the moment
+    it finished creating that TGS's StatefulSet. Both instants come from the API server's audit log
+    (microseconds, one clock): creationTimestamps have one-second granularity, and a client's watch adds its own
+    delivery lag, which under this load is itself tens to hundreds of milliseconds,
   - time until every StatefulSet exists and every TGS status is Ready,
   - the operator's RSS and CPU time (it runs as a child process here),
   - API requests per reconcile (the operator's own counters),
-  - writes at steady state (the API server's audit log, filtered on the operator's User-Agent).
+  - writes at steady state (the audit log, filtered on the operator's User-Agent).
 Goal: p50 <= 100 ms, all converged within 60 s, zero writes at steady state.
+
+The comparison, measured in the same run: a baseline reactor that does the least any operator must do -- one
+watch on TGSs, and for each ADDED event one server-side apply of the very StatefulSet our builder makes, nothing
+else (no ServiceAccount, Services, PDB or status; no queue, cache or kopf). It runs first, on its own namespace;
+ours/baseline is the price of everything the operator does beyond that. On a machine where the API server is
+saturated by the burst, the baseline shows the floor that no operator design can go below.
 
 Usage: hack/cluster up && .venv/bin/python hack/bench-operator.py [--count 200] [--steady-seconds 60]
 Pods are simulated by kwok (nothing runs in them).
@@ -17,6 +24,8 @@ Pods are simulated by kwok (nothing runs in them).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
 import json
 import os
 import secrets
@@ -30,14 +39,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import kopf
 import kubernetes.client
 import kubernetes.config
-import kubernetes.watch
+
+from textgen_operator.builders import build_desired
+from textgen_operator.config import OperatorConfig
+from textgen_operator.kube import Kube
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TEXTGEN_CLUSTER_DIR", Path.home() / ".cache" / "textgen" / "cluster"))
 USER_AGENT = "textgen-operator/"
 WRITES = {"create", "update", "patch", "delete"}
+TGS = ("textgen.dev", "v1alpha1", "textgenerationservices")
 
 
 def tgs_body(name: str) -> dict[str, Any]:
@@ -71,14 +85,152 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
-def audit_writes(offset: int) -> list[dict[str, Any]]:
-    lines = (STATE / "audit.log").read_text().splitlines()[offset:]
-    events = [json.loads(line) for line in lines if line.strip()]
-    return [e for e in events if e.get("userAgent", "").startswith(USER_AGENT) and e["verb"] in WRITES]
+# --- the audit log -------------------------------------------------------------------------------------------
+
+def audit_events(since: float) -> list[dict[str, Any]]:
+    """ResponseComplete events of every audit file written since `since` (the API server rotates at 100 MB)."""
+    files = sorted((f for f in STATE.glob("audit*.log") if f.stat().st_mtime >= since), key=lambda f: f.stat().st_mtime)
+    events = []
+    for path in files:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                event = json.loads(line)
+                if event.get("stage") == "ResponseComplete":
+                    events.append(event)
+    return events
 
 
-def audit_length() -> int:
-    return len((STATE / "audit.log").read_text().splitlines())
+def stamp(value: str) -> float:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def created_at(events: list[dict[str, Any]], namespace: str, resource: str) -> dict[str, float]:
+    """name -> when the API server finished creating it (a POST, or a server-side apply answered 201)."""
+    found: dict[str, float] = {}
+    for event in events:
+        ref = event.get("objectRef", {})
+        if (ref.get("namespace") == namespace and ref.get("resource") == resource and not ref.get("subresource")
+                and event["verb"] in ("create", "patch") and event.get("responseStatus", {}).get("code") == 201):
+            found.setdefault(ref["name"], stamp(event["stageTimestamp"]))
+    return found
+
+
+def latencies(since: float, namespace: str) -> tuple[list[float], float]:
+    """Create-to-StatefulSet latencies (ms), and seconds from the first TGS to the last StatefulSet."""
+    events = audit_events(since)
+    tgs, sts = created_at(events, namespace, "textgenerationservices"), created_at(events, namespace, "statefulsets")
+    found = [(sts[name] - at) * 1000 for name, at in tgs.items() if name in sts]
+    span = max(sts.values()) - min(tgs.values()) if sts and tgs else float("nan")
+    return found, span
+
+
+def steady_writes(since: float) -> list[dict[str, Any]]:
+    return [e for e in audit_events(since) if e.get("userAgent", "").startswith(USER_AGENT)
+            and e["verb"] in WRITES and stamp(e["requestReceivedTimestamp"]) >= since]
+
+
+# --- the phases ------------------------------------------------------------------------------------------------
+
+class Cluster:
+    """The bench's own clients and namespaces."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    def new_namespace(self, prefix: str) -> str:
+        namespace = f"{prefix}-{secrets.token_hex(3)}"
+        self.core.create_namespace({"metadata": {"name": namespace}})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.core.read_namespaced_service_account("default", namespace)
+                return namespace
+            except kubernetes.client.ApiException:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"namespace {namespace}: no default ServiceAccount after 30 s; is the "
+                                     "controller-manager running (hack/cluster status)?") from None
+                time.sleep(0.2)
+
+    def delete_namespace(self, namespace: str, timeout: float = 300) -> None:
+        """Deletes it and waits for the namespace controller, so the next phase does not measure this cleanup."""
+        self.core.delete_namespace(namespace)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.core.read_namespace(namespace)
+            except kubernetes.client.ApiException as error:
+                if error.status == 404:
+                    return
+                raise
+            time.sleep(1)
+        print(f"warning: namespace {namespace} still exists after {timeout:.0f} s", file=sys.stderr)
+
+    def create_all(self, namespace: str, count: int) -> float:
+        """Creates the TGSs from 16 threads at once; returns how long the create calls took."""
+        started = time.monotonic()
+
+        def create(name: str) -> None:
+            self.custom.create_namespaced_custom_object(*TGS[:2], namespace, TGS[2], tgs_body(name))
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, [f"tgs-{i:04d}" for i in range(count)]))
+        return time.monotonic() - started
+
+    def count_ready(self, namespace: str) -> int:
+        items = self.custom.list_namespaced_custom_object(*TGS[:2], namespace, TGS[2])["items"]
+        return sum(any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in i.get("status", {}).get("conditions", [])) for i in items)
+
+
+def baseline_reactor(namespace: str, stop: threading.Event) -> None:
+    """Watches TGSs and server-side applies each one's StatefulSet: the least any operator must do."""
+    config = OperatorConfig()
+
+    async def react(tgs: dict[str, Any], kube: Kube) -> None:
+        tgs = {**tgs, "apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService"}
+        await kube.apply(next(o for o in build_desired(tgs, config) if o["kind"] == "StatefulSet"))
+
+    async def run() -> None:
+        settings = kopf.OperatorSettings()
+        kube = Kube(kopf.login_with_kubeconfig(settings=settings), max_connections=config.max_requests_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async for kind, obj in kube.watch("textgen.dev/v1alpha1/TextGenerationService", namespace):
+                if kind == "ADDED":
+                    task = asyncio.create_task(react(obj, kube))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if stop.is_set():
+                    break
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await kube.close()
+
+    asyncio.run(run())
+
+
+def run_baseline(args: argparse.Namespace, cluster: Cluster, since: float) -> dict[str, Any]:
+    namespace = cluster.new_namespace("bench-baseline")
+    stop = threading.Event()
+    reactor = threading.Thread(target=baseline_reactor, args=(namespace, stop), daemon=True)
+    reactor.start()
+    time.sleep(2)                      # the watch is open
+    try:
+        cluster.create_all(namespace, args.count)
+        deadline = time.monotonic() + args.timeout
+        while len(latencies(since, namespace)[0]) < args.count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"baseline: not every StatefulSet exists after {args.timeout} s")
+            time.sleep(1)
+        found, span = latencies(since, namespace)
+    finally:
+        stop.set()
+        cluster.custom.create_namespaced_custom_object(*TGS[:2], namespace, TGS[2], tgs_body("wake-the-watch"))
+        reactor.join(30)
+        cluster.delete_namespace(namespace)
+    return {"p50": statistics.median(found), "p99": percentile(found, 0.99), "span": span}
 
 
 def start_operator(kubeconfig: Path, metrics_port: int) -> subprocess.Popen[bytes]:
@@ -88,143 +240,118 @@ def start_operator(kubeconfig: Path, metrics_port: int) -> subprocess.Popen[byte
                              "--log-format", "json", "--log-level", "WARNING"], env=env)
 
 
+def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, since: float) -> dict[str, Any]:
+    namespace = cluster.new_namespace("bench")
+    operator = start_operator(kubeconfig, args.metrics_port)
+    metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
+    try:
+        for _ in range(100):
+            try:
+                scrape(metrics_url)
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(3)   # kopf lists and starts its watches
+        load_at_start = os.getloadavg()[0]
+        before = scrape(metrics_url)
+        t0 = time.monotonic()
+        create_seconds = cluster.create_all(namespace, args.count)
+        while cluster.count_ready(namespace) < args.count:
+            if time.monotonic() > t0 + args.timeout:
+                raise SystemExit(f"not converged after {args.timeout} s")
+            time.sleep(0.5)
+        converged = time.monotonic() - t0
+        after = scrape(metrics_url)
+        rss, cpu = proc_usage(operator.pid)
+        time.sleep(5)
+        steady_from = time.time()
+        time.sleep(args.steady_seconds)
+        steady = steady_writes(steady_from)
+        found, span = latencies(since, namespace)
+    finally:
+        operator.terminate()
+        operator.wait(30)
+        cluster.delete_namespace(namespace)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    reconciles = delta("textgen_operator_reconciles_total")
+    return {
+        "p50": statistics.median(found), "p99": percentile(found, 0.99), "span": span, "found": len(found),
+        "create_seconds": create_seconds, "converged": converged, "load": load_at_start, "rss": rss, "cpu": cpu,
+        "reconciles": int(reconciles), "requests": int(delta("textgen_operator_api_requests_total")),
+        "reconcile_mean": delta("textgen_operator_reconcile_duration_seconds_sum") / max(reconciles, 1),
+        "applies": int(delta("textgen_operator_applies_total")), "steady_writes": len(steady),
+    }
+
+
+def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = subprocess.run([str(ROOT / "hack" / "build-tools.sh"), "--print-bin-dir"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return subprocess.run([f"{bin_dir}/kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+                          text=True)
+
+
+def install_missing_crds(kubeconfig: Path) -> list[Path]:
+    """Applies each CRD of crds/ that the cluster lacks, as `kubectl apply -f crds/` would; returns those.
+
+    CRDs already there are left alone: a chart release that owns them would refuse to upgrade after another
+    field manager took them over."""
+    installed = []
+    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+        if kubectl(kubeconfig, "get", "-f", str(crd)).returncode != 0:
+            applied = kubectl(kubeconfig, "apply", "--server-side", "--field-manager=bench", "-f", str(crd))
+            if applied.returncode != 0:
+                raise SystemExit(f"kubectl apply -f {crd} failed: {applied.stderr}")
+            installed.append(crd)
+    return installed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--steady-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--metrics-port", type=int, default=19391)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline reactor (no ratio)")
     args = parser.parse_args()
 
     kubeconfig = STATE / "kubeconfig"
-    client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
-    core, custom = kubernetes.client.CoreV1Api(client), kubernetes.client.CustomObjectsApi(client)
-    # The CRD (and kopf's peering CRDs) straight from crds/, as `kubectl apply -f crds/` would.
-    bin_dir = subprocess.run([str(ROOT / "hack" / "build-tools.sh"), "--print-bin-dir"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    for crd in sorted((ROOT / "crds").glob("*.yaml")):
-        subprocess.run([f"{bin_dir}/kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side",
-                        "--field-manager=bench", "-f", str(crd)], check=True, capture_output=True)
-
-    namespace = f"bench-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", namespace)
-            break
-        except kubernetes.client.ApiException:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"namespace {namespace}: no default ServiceAccount after 30 s; is the "
-                                 "controller-manager running (hack/cluster status)?")
-            time.sleep(0.2)
-
-    operator = start_operator(kubeconfig, args.metrics_port)
-    metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
+    os.environ["KUBECONFIG"] = str(kubeconfig)          # for the baseline reactor's kopf login
+    cluster = Cluster(kubeconfig)
+    installed = install_missing_crds(kubeconfig)
     try:
-        run(args, client, custom, namespace, operator, metrics_url)
+        since = time.time() - 1
+        baseline = None if args.no_baseline else run_baseline(args, cluster, since)
+        ours = run_operator(args, cluster, kubeconfig, since)
     finally:
-        operator.terminate()
-        operator.wait(30)
-        core.delete_namespace(namespace)
-
-
-def run(args: argparse.Namespace, client: kubernetes.client.ApiClient, custom: kubernetes.client.CustomObjectsApi,
-        namespace: str, operator: subprocess.Popen[bytes], metrics_url: str) -> None:
-    for _ in range(100):
-        try:
-            scrape(metrics_url)
-            break
-        except OSError:
-            time.sleep(0.2)
-    time.sleep(3)   # kopf lists and starts its watches
-    load_at_start = os.getloadavg()[0]
-    names = [f"tgs-{i:04d}" for i in range(args.count)]
-    created: dict[str, float] = {}
-    sts_seen: dict[str, float] = {}
-    tgs_seen: dict[str, float] = {}
-    apps = kubernetes.client.AppsV1Api(client)
-    stop = threading.Event()
-
-    def watch_tgs() -> None:
-        w = kubernetes.watch.Watch()
-        for event in w.stream(custom.list_namespaced_custom_object, "textgen.dev", "v1alpha1", namespace,
-                              "textgenerationservices", timeout_seconds=int(args.timeout)):
-            if event["type"] == "ADDED":
-                tgs_seen.setdefault(event["object"]["metadata"]["name"], time.monotonic())
-            if stop.is_set() or len(tgs_seen) == args.count:
-                w.stop()
-
-    def watch_statefulsets() -> None:
-        w = kubernetes.watch.Watch()
-        for event in w.stream(apps.list_namespaced_stateful_set, namespace, timeout_seconds=int(args.timeout)):
-            if event["type"] == "ADDED":
-                sts_seen.setdefault(event["object"].metadata.name, time.monotonic())
-            if stop.is_set() or len(sts_seen) == args.count:
-                w.stop()
-
-    for target in (watch_statefulsets, watch_tgs):
-        threading.Thread(target=target, daemon=True).start()
-    time.sleep(1)
-    before = scrape(metrics_url)
-    t0 = time.monotonic()
-
-    def create(name: str) -> None:
-        custom.create_namespaced_custom_object("textgen.dev", "v1alpha1", namespace, "textgenerationservices",
-                                               tgs_body(name))
-        created[name] = time.monotonic()
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(create, names))
-    created_all = time.monotonic() - t0
-
-    def all_ready() -> bool:
-        items = custom.list_namespaced_custom_object("textgen.dev", "v1alpha1", namespace,
-                                                     "textgenerationservices")["items"]
-        return len(items) == args.count and all(
-            any(c["type"] == "Ready" and c["status"] == "True" for c in i.get("status", {}).get("conditions", []))
-            for i in items)
-
-    deadline = t0 + args.timeout
-    while not all_ready():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"not converged after {args.timeout} s: {len(sts_seen)} StatefulSets seen")
-        time.sleep(0.5)
-    converged = time.monotonic() - t0
-    stop.set()
-    sts_all = max(sts_seen.values()) - t0 if len(sts_seen) == args.count else float("nan")
-    after = scrape(metrics_url)
-    rss, cpu = proc_usage(operator.pid)
-
-    latencies = [(sts_seen[n] - tgs_seen[n]) * 1000 for n in names if n in sts_seen and n in tgs_seen]
-    from_call = [(sts_seen[n] - created[n]) * 1000 for n in names if n in sts_seen]
-    reconciles = after["textgen_operator_reconciles_total"] - before.get("textgen_operator_reconciles_total", 0)
-    requests = (after["textgen_operator_api_requests_total"]
-                - before.get("textgen_operator_api_requests_total", 0))
-    time.sleep(5)
-    offset = audit_length()
-    time.sleep(args.steady_seconds)
-    steady = audit_writes(offset)
-    result = {
+        for crd in installed:   # what was there before (e.g. the chart's) stays; what we added goes
+            kubectl(kubeconfig, "delete", "--wait=false", "-f", str(crd))
+    result: dict[str, Any] = {
         "count": args.count,
-        "create_calls_seconds": round(created_all, 2),
-        "all_statefulsets_seconds": round(sts_all, 2),
-        "all_ready_seconds": round(converged, 2),
-        "create_to_statefulset_ms_p50": round(statistics.median(latencies), 1),
-        "create_to_statefulset_ms_p99": round(percentile(latencies, 0.99), 1),
-        "create_call_return_to_statefulset_ms_p50": round(statistics.median(from_call), 1),
-        "load_average_1m_at_start": load_at_start,
-        "operator_rss_mib": round(rss, 1),
-        "operator_cpu_seconds": round(cpu, 1),
-        "reconciles": int(reconciles),
-        "api_requests": int(requests),
-        "api_requests_per_reconcile": round(requests / max(reconciles, 1), 2),
-        "reconcile_seconds_mean": round((after.get("textgen_operator_reconcile_duration_seconds_sum", 0)
-                                         - before.get("textgen_operator_reconcile_duration_seconds_sum", 0))
-                                        / max(reconciles, 1), 3),
-        "applies": int(after.get("textgen_operator_applies_total", 0) - before.get("textgen_operator_applies_total", 0)),
-        f"writes_in_{int(args.steady_seconds)}s_steady_state": len(steady),
+        "create_calls_seconds": round(ours["create_seconds"], 2),
+        "all_statefulsets_seconds": round(ours["span"], 2),
+        "all_ready_seconds": round(ours["converged"], 2),
+        "create_to_statefulset_ms_p50": round(ours["p50"], 1),
+        "create_to_statefulset_ms_p99": round(ours["p99"], 1),
+        "load_average_1m_at_start": round(ours["load"], 2),
+        "operator_rss_mib": round(ours["rss"], 1),
+        "operator_cpu_seconds": round(ours["cpu"], 1),
+        "reconciles": ours["reconciles"],
+        "api_requests": ours["requests"],
+        "api_requests_per_reconcile": round(ours["requests"] / max(ours["reconciles"], 1), 2),
+        "reconcile_seconds_mean": round(ours["reconcile_mean"], 3),
+        "applies": ours["applies"],
+        f"writes_in_{int(args.steady_seconds)}s_steady_state": ours["steady_writes"],
     }
+    if baseline is not None:
+        result.update({
+            "baseline_create_to_statefulset_ms_p50": round(baseline["p50"], 1),
+            "baseline_create_to_statefulset_ms_p99": round(baseline["p99"], 1),
+            "baseline_all_statefulsets_seconds": round(baseline["span"], 2),
+            "ours_over_baseline_p50": round(ours["p50"] / baseline["p50"], 2),
+        })
     print(json.dumps(result, indent=2))
 
 

@@ -34,7 +34,8 @@ class OperatorConfig:
     bind_host: str = "0.0.0.0"                # where liveness and metrics listen (127.0.0.1 in tests)
     log_format: LogFormat = "json"
     log_level: str = "INFO"
-    max_concurrent_reconciles: int = 64
+    max_concurrent_reconciles: int = 256
+    max_requests_in_flight: int = 128         # API writes at once; an eighth for all but bringing new TGSs up
     blocked_retry_seconds: float = 30.0       # re-check a spec blocked on a missing dependency (e.g. a Secret)
 
     @property
@@ -87,7 +88,15 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    default=float(e("TEXTGEN_BLOCKED_RETRY_SECONDS", "30")),
                    help="how often a spec blocked on a missing dependency (e.g. a Secret) is re-checked")
     p.add_argument("--max-concurrent-reconciles", type=int,
-                   default=int(e("TEXTGEN_MAX_CONCURRENT_RECONCILES", "64")))
+                   default=int(e("TEXTGEN_MAX_CONCURRENT_RECONCILES", "256")),
+                   help="TextGenerationServices reconciled at once; new ones go first "
+                        "[TEXTGEN_MAX_CONCURRENT_RECONCILES]")
+    p.add_argument("--max-requests-in-flight", type=int,
+                   default=int(e("TEXTGEN_MAX_REQUESTS_IN_FLIGHT", "128")),
+                   help="API writes in flight at once (HTTP connections), most urgent first. The StatefulSets and "
+                        "ServiceAccounts of new TextGenerationServices may use all of them; every other write "
+                        "(Services, repairs, status, Events) an eighth, and waits while those are in flight "
+                        "[TEXTGEN_MAX_REQUESTS_IN_FLIGHT]")
     return p
 
 
@@ -96,8 +105,10 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     args = _parser(env).parse_args(list(argv))
     namespaces = args.namespace or [n for n in env.get("TEXTGEN_NAMESPACES", "").split(",") if n.strip()]
-    if args.max_concurrent_reconciles < 1:
-        raise SystemExit(f"--max-concurrent-reconciles={args.max_concurrent_reconciles}: must be at least 1")
+    for flag, value in (("--max-concurrent-reconciles", args.max_concurrent_reconciles),
+                        ("--max-requests-in-flight", args.max_requests_in_flight)):
+        if value < 1:
+            raise SystemExit(f"{flag}={value}: must be at least 1")
     return OperatorConfig(
         image_nvidia=args.image_nvidia,
         image_gaudi=args.image_gaudi,
@@ -112,5 +123,6 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         log_format=args.log_format,
         log_level=args.log_level.upper(),
         max_concurrent_reconciles=args.max_concurrent_reconciles,
+        max_requests_in_flight=args.max_requests_in_flight,
         blocked_retry_seconds=args.blocked_retry_seconds,
     )

@@ -16,6 +16,7 @@ import kopf
 from textgen_operator import GROUP, PLURAL, VERSION
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import Kube
+from textgen_operator.limits import PriorityLimit
 from textgen_operator.names import LABEL_MANAGED_BY, LABEL_SERVICE
 from textgen_operator.cache import ObjectCache
 from textgen_operator.reconciler import ClosingNamespaces, Context, NodeCapacity, prime, reconcile
@@ -47,6 +48,22 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base, switched off: it serves on.create/on.update diffs, which this operator never uses.
+
+    By default kopf deep-copies every object on every watch event to compute that base; with only event
+    handlers the copy is never read, and it was a third of the operator's CPU while 200 TGSs were created."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """In a pod: the ServiceAccount; elsewhere: the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
     return (kopf.login_with_service_account(settings=settings)
@@ -57,11 +74,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
     """Registers every handler into registry (a fresh one per operator; tests make their own)."""
 
     @kopf.on.login(registry=registry)
-    def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
+    async def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
         info = _login(settings)
         runtime = _runtime(memo)
         if info is not None and runtime.kube is None:
-            runtime.kube = Kube(info)
+            runtime.kube = Kube(info, max_connections=runtime.config.max_requests_in_flight)
+            # Prime the cache now, not on the first event: a burst of new TGSs must not wait for six LISTs.
+            queue_of(memo)
         return info
 
     @kopf.on.startup(registry=registry)
@@ -69,6 +88,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime = _runtime(memo)
         # kopf's own progress and diff-base storage would write annotations; event handlers need neither.
         settings.persistence.finalizer = f"{GROUP}/operator"
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.posting.enabled = False            # our Events come from the reconciler, on transitions only
         settings.watching.server_timeout = 300
         # Our resources are fixed and namespaces are named exactly: no need to list CRDs or namespaces
@@ -91,7 +111,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if runtime.queue is None:
             kube = runtime.kube
             assert kube is not None, "login handler has not run"
-            ctx = Context(kube, runtime.cache, runtime.config, runtime.nodes, runtime.closing)
+            total = runtime.config.max_requests_in_flight
+            ordinary = max(1, total // 8)   # the rest is kept for bringing new TGSs up
+            ctx = Context(kube, runtime.cache, runtime.config, runtime.nodes, runtime.closing,
+                          PriorityLimit(ordinary, reserve=total - ordinary))
             ready = asyncio.Event()
             runtime.queue = Queue(lambda key: reconcile(ctx, key), runtime.config.max_concurrent_reconciles,
                                   runtime.config.blocked_retry_seconds, ready)

@@ -10,6 +10,7 @@ import json
 import os
 import ssl
 import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -82,8 +83,11 @@ def _headers(info: kopf.ConnectionInfo) -> dict[str, str]:
 class Kube:
     """A thin async client for the few calls the reconciler makes."""
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
+    def __init__(self, info: kopf.ConnectionInfo, max_connections: int = 128) -> None:
         self._server = info.server.rstrip("/")
+        # HTTP/1.1: one request per connection at a time, so this caps the requests in flight; the reconciler
+        # stays under it (a request waiting for a connection would hold its urgency slot meanwhile).
+        self._max_connections = max_connections
         self._auth_headers = _headers(info)
         self._ssl = _ssl_context(info)
         self._session: aiohttp.ClientSession | None = None
@@ -95,7 +99,7 @@ class Kube:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers=self._auth_headers, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=256),
+                headers=self._auth_headers, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._max_connections),
                 timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 
@@ -137,6 +141,20 @@ class Kube:
             answer = await self._request("list", resource, "GET", collection, params=params)
             items += [{**item, "apiVersion": version, "kind": kind} for item in (answer or {}).get("items", [])]
         return items
+
+    async def watch(self, api_kind: str, namespace: str) -> AsyncIterator[tuple[str, Body]]:
+        """(event type, object) from one watch of a namespace's collection, until the server ends it. The
+        operator watches through kopf; this serves tools such as hack/bench-operator.py's baseline reactor."""
+        path, resource = self.collection(api_kind, namespace)
+        API_REQUESTS.labels(verb="watch", resource=resource).inc()
+        async with self._client().get(self._server + path, params={"watch": "true"},
+                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+            if response.status >= 300:
+                raise ApiError(response.status, await response.text())
+            async for line in response.content:
+                if line.strip():
+                    event = json.loads(line)
+                    yield event["type"], event["object"]
 
     async def exists(self, api_kind: str, namespace: str, name: str) -> bool:
         """Existence only: asks for metadata, so a Secret's data never reaches the operator."""

@@ -15,15 +15,16 @@ from textgen_operator.builders import build_desired
 from textgen_operator.cache import ObjectCache, api_kind
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import ApiError, Kube
+from textgen_operator.limits import PriorityLimit
 from textgen_operator.metrics import APPLIES
 from textgen_operator.names import LABEL_MANAGED_BY, Body
-from textgen_operator.plan import object_key, plan_applies
+from textgen_operator.plan import Urgency, apply_urgency, object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
 from textgen_operator.status import Transition, build_status, build_transitions, status_changed
+from textgen_operator.workqueue import Key
 
 log = logging.getLogger("textgen_operator.reconciler")
 TGS_KIND = f"{GROUP}/{VERSION}/TextGenerationService"
-from textgen_operator.workqueue import Key
 
 
 @dataclass
@@ -71,10 +72,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _apply_one(kube: Kube, cache: ObjectCache, obj: Body) -> list[Problem]:
+async def _apply_one(ctx: Context, obj: Body, urgency: Urgency) -> list[Problem]:
     """Applies one object; an API rejection becomes a problem the user sees, not a crash loop."""
     try:
-        cache.put(await kube.apply(obj))
+        async with ctx.requests.slot(urgency):
+            applied = await ctx.kube.apply(obj)
+        ctx.cache.put(applied)
         APPLIES.labels(kind=obj["kind"]).inc()
         return []
     except ApiError as error:
@@ -85,13 +88,11 @@ async def _apply_one(kube: Kube, cache: ObjectCache, obj: Body) -> list[Problem]
                                          "(immutable fields such as spec.cache need a new object)")]
 
 
-async def _apply_all(kube: Kube, cache: ObjectCache, to_apply: list[Body]) -> list[Problem]:
-    """All at once: none of the children needs another to be created first (a pod the StatefulSet controller
-    tries to create before its ServiceAccount exists is simply retried by that controller)."""
-    # The StatefulSet first: it is what the pods wait for, and a Service create (ClusterIP allocation) can take
-    # the API server far longer; requests leave in this order when connections are scarce.
-    ordered = sorted(to_apply, key=lambda o: o["kind"] != "StatefulSet")
-    found = await asyncio.gather(*(_apply_one(kube, cache, o) for o in ordered))
+async def _apply_all(ctx: Context, to_apply: list[tuple[Body, Urgency]]) -> list[Problem]:
+    """All at once: none of the children needs another to exist first (a pod the StatefulSet controller tries
+    to create before its ServiceAccount exists is retried by that controller). The request limit sends them
+    out by urgency, across every reconcile in flight."""
+    found = await asyncio.gather(*(_apply_one(ctx, obj, urgency) for obj, urgency in to_apply))
     return [p for problems in found for p in problems]
 
 
@@ -123,6 +124,7 @@ class Context:
     config: OperatorConfig
     nodes: NodeCapacity
     closing: ClosingNamespaces = field(default_factory=ClosingNamespaces)
+    requests: PriorityLimit = field(default_factory=lambda: PriorityLimit(16, 112))   # writes in flight
 
 
 async def reconcile(ctx: Context, key: Key) -> bool:
@@ -163,16 +165,19 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     secret_exists = await ctx.kube.exists("v1/Secret", namespace, ref["name"]) if ref else None
     problems = find_problems(tgs, secret_exists, ctx.nodes.largest())
     if not any(p.blocking for p in problems):
-        problems += await _apply_all(ctx.kube, ctx.cache, plan_applies(desired, observed))
+        to_apply = [(obj, apply_urgency(obj, observed[object_key(obj)])) for obj in plan_applies(desired, observed)]
+        problems += await _apply_all(ctx, to_apply)
     sts = ctx.cache.get("apps/v1/StatefulSet", namespace, name)
     now = _now()
     status = build_status(tgs, sts, ctx.cache.pods_of(namespace, name), problems, now)
     old = tgs.get("status", {})
     if status_changed(old, status):
-        await ctx.kube.patch_status(namespace, name, status)
+        async with ctx.requests.slot(Urgency.STATUS):
+            await ctx.kube.patch_status(namespace, name, status)
         ctx.cache.set_status(TGS_KIND, namespace, name, status)
         for transition in build_transitions(old.get("conditions", []), status["conditions"]):
-            await ctx.kube.create_event(_event(tgs, transition, now))
+            async with ctx.requests.slot(Urgency.EVENT):
+                await ctx.kube.create_event(_event(tgs, transition, now))
     return any(p.blocking for p in problems)
 
 

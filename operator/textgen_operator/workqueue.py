@@ -7,46 +7,17 @@ its StatefulSet without waiting behind hundreds of status refreshes.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from textgen_operator.limits import PriorityLimit
 from textgen_operator.metrics import QUEUE_DEPTH, RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
 
 log = logging.getLogger("textgen_operator.workqueue")
 Key = tuple[str, str]   # (namespace, name)
-
-
-class PriorityLimit:
-    """A semaphore whose waiters are served by priority (lower first), then in arrival order."""
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    async def acquire(self, priority: int) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._order), future))
-        try:
-            await future     # release() hands its slot straight to us
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()   # the slot arrived as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            _, _, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)
-                return
-        self._free += 1
+# Neither is the limit's URGENT, which would pause every other reconcile for as long as a first one runs.
+FIRST_RUN, RERUN = 1, 2
 
 
 ReconcileFn = Callable[[Key], Awaitable[bool]]
@@ -103,7 +74,8 @@ class Queue:
         """One reconcile; returns (a delay after which to retry or None, whether it raised)."""
         if self._ready is not None:
             await self._ready.wait()
-        await self._limit.acquire(0 if key not in self._seen else 1)
+        priority = FIRST_RUN if key not in self._seen else RERUN
+        await self._limit.acquire(priority)
         self._seen.add(key)
         try:
             started = time.monotonic()
@@ -121,7 +93,7 @@ class Queue:
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
         finally:
-            self._limit.release()
+            self._limit.release(priority)
 
     def requeue_blocked(self) -> None:
         """Re-checks every blocked TGS now (the cluster changed under them)."""

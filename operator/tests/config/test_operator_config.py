@@ -26,3 +26,11 @@ def test_bad_values_say_what_to_do() -> None:
         parse_config([], {"TEXTGEN_LIVENESS_PORT": "abc"})
     with pytest.raises(ValueError, match="unknown accelerator type 'tpu'"):
         OperatorConfig().image_for("tpu")
+
+
+def test_concurrency_flags() -> None:
+    config = parse_config(["--max-requests-in-flight", "40"], {"TEXTGEN_MAX_CONCURRENT_RECONCILES": "9"})
+    assert config.max_requests_in_flight == 40 and config.max_concurrent_reconciles == 9
+    assert parse_config([], {}).max_requests_in_flight == 128
+    with pytest.raises(SystemExit, match="--max-requests-in-flight=0: must be at least 1"):
+        parse_config(["--max-requests-in-flight", "0"], {})

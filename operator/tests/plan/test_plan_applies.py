@@ -8,7 +8,8 @@ import pytest
 
 from textgen_operator.builders import build_desired
 from textgen_operator.config import OperatorConfig
-from textgen_operator.plan import is_subset, object_key, plan_applies
+from textgen_operator.limits import URGENT
+from textgen_operator.plan import Urgency, apply_urgency, is_subset, object_key, plan_applies
 
 
 @pytest.mark.parametrize("want, have, expected", [
@@ -67,3 +68,21 @@ def test_a_spec_change_reapplies_only_what_it_touches(make_tgs: Any) -> None:
     before = build_desired(make_tgs(), OperatorConfig())
     after = build_desired(make_tgs(replicas=3), OperatorConfig())
     assert [o["kind"] for o in plan_applies(after, live_copy(before))] == ["StatefulSet"]
+
+
+@pytest.mark.parametrize("kind, exists, expected", [
+    ("StatefulSet", False, Urgency.BRING_UP),        # the pods wait on it
+    ("ServiceAccount", False, Urgency.BRING_UP),     # admission refuses the pods until it exists
+    ("Service", False, Urgency.CREATE),
+    ("PodDisruptionBudget", False, Urgency.CREATE),
+    ("StatefulSet", True, Urgency.REPAIR),           # drift correction of an object that already serves
+    ("Service", True, Urgency.REPAIR),
+])
+def test_apply_urgency(kind: str, exists: bool, expected: Urgency) -> None:
+    obj = {"kind": kind, "metadata": {"name": "x"}}
+    assert apply_urgency(obj, {"kind": kind} if exists else None) is expected
+
+
+def test_urgency_order_puts_bring_up_first_and_events_last() -> None:
+    assert sorted(Urgency) == [Urgency.BRING_UP, Urgency.CREATE, Urgency.REPAIR, Urgency.STATUS, Urgency.EVENT]
+    assert Urgency.BRING_UP == URGENT     # only bring-up may use the limit's reserve

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from textgen_operator.reconciler import NodeCapacity
-from textgen_operator.workqueue import Key, PriorityLimit, Queue
+from textgen_operator.workqueue import Key, Queue
 
 
 def test_events_during_a_run_coalesce_into_one_more_run() -> None:
@@ -87,22 +87,3 @@ def test_new_keys_jump_ahead_of_re_reconciles() -> None:
 
     asyncio.run(scenario())
     assert order == [("ns", "busy"), ("ns", "new"), ("ns", "old")]
-
-
-def test_priority_limit_hands_slots_over_in_priority_order() -> None:
-    async def scenario() -> list[str]:
-        limit, got = PriorityLimit(1), []
-        await limit.acquire(0)
-
-        async def waiter(name: str, priority: int) -> None:
-            await limit.acquire(priority)
-            got.append(name)
-            limit.release()
-
-        tasks = [asyncio.create_task(waiter("low", 5)), asyncio.create_task(waiter("high", 0))]
-        await asyncio.sleep(0)
-        limit.release()
-        await asyncio.gather(*tasks)
-        return got
-
-    assert asyncio.run(scenario()) == ["high", "low"]
