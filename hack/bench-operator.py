@@ -184,13 +184,15 @@ class Cluster:
                        for c in i.get("status", {}).get("conditions", [])) for i in items)
 
 
-def baseline_reactor(namespace: str, stop: threading.Event) -> None:
-    """Watches TGSs and server-side applies each one's StatefulSet: the least any operator must do."""
+def baseline_reactor(namespace: str, stop: threading.Event, write: str) -> None:
+    """Watches TGSs and writes each one's StatefulSet (server-side apply, or a plain create): the least any
+    operator must do."""
     config = OperatorConfig()
 
     async def react(tgs: dict[str, Any], kube: Kube) -> None:
         tgs = {**tgs, "apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService"}
-        await kube.apply(next(o for o in build_desired(tgs, config) if o["kind"] == "StatefulSet"))
+        sts = next(o for o in build_desired(tgs, config) if o["kind"] == "StatefulSet")
+        await (kube.apply(sts) if write == "apply" else kube.create(sts))
 
     async def run() -> None:
         settings = kopf.OperatorSettings()
@@ -214,7 +216,7 @@ def baseline_reactor(namespace: str, stop: threading.Event) -> None:
 def run_baseline(args: argparse.Namespace, cluster: Cluster, since: float) -> dict[str, Any]:
     namespace = cluster.new_namespace("bench-baseline")
     stop = threading.Event()
-    reactor = threading.Thread(target=baseline_reactor, args=(namespace, stop), daemon=True)
+    reactor = threading.Thread(target=baseline_reactor, args=(namespace, stop, args.baseline_write), daemon=True)
     reactor.start()
     time.sleep(2)                      # the watch is open
     try:
@@ -315,6 +317,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--metrics-port", type=int, default=19391)
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline reactor (no ratio)")
+    parser.add_argument("--baseline-write", choices=["apply", "create"], default="apply",
+                        help="the baseline's one write: a server-side apply, as the operator sends (default), or a "
+                             "plain create, the cheapest request that makes a StatefulSet (a floor for any design)")
     args = parser.parse_args()
 
     kubeconfig = STATE / "kubeconfig"
@@ -350,6 +355,7 @@ def main() -> None:
             "baseline_create_to_statefulset_ms_p50": round(baseline["p50"], 1),
             "baseline_create_to_statefulset_ms_p99": round(baseline["p99"], 1),
             "baseline_all_statefulsets_seconds": round(baseline["span"], 2),
+            "baseline_write": args.baseline_write,
             "ours_over_baseline_p50": round(ours["p50"] / baseline["p50"], 2),
         })
     print(json.dumps(result, indent=2))

@@ -177,6 +177,13 @@ class Kube:
                                      content_type="application/apply-patch+yaml")
         return answer or {}
 
+    async def create(self, obj: Body) -> Body:
+        """A plain create (POST). The reconciler applies instead; this serves the benchmark's baseline."""
+        path, resource = self.collection(f"{obj['apiVersion']}/{obj['kind']}", obj["metadata"]["namespace"])
+        answer = await self._request("create", resource, "POST", path, params={"fieldManager": FIELD_MANAGER},
+                                     body=obj)
+        return answer or {}
+
     async def patch_status(self, namespace: str, name: str, status: Body) -> None:
         """Merge-patch the TGS status subresource (only called when it changed)."""
         path, resource = self.collection(f"{GROUP}/{VERSION}/TextGenerationService", namespace)
