@@ -16,7 +16,7 @@ import kopf
 from textgen_operator import GROUP, PLURAL, VERSION
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import Kube
-from textgen_operator.limits import PriorityLimit
+from textgen_operator.limits import request_limit
 from textgen_operator.names import LABEL_MANAGED_BY, LABEL_SERVICE
 from textgen_operator.cache import ObjectCache
 from textgen_operator.reconciler import ClosingNamespaces, Context, NodeCapacity, prime, reconcile
@@ -111,10 +111,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if runtime.queue is None:
             kube = runtime.kube
             assert kube is not None, "login handler has not run"
-            total = runtime.config.max_requests_in_flight
-            ordinary = max(1, total // 8)   # the rest is kept for bringing new TGSs up
             ctx = Context(kube, runtime.cache, runtime.config, runtime.nodes, runtime.closing,
-                          PriorityLimit(ordinary, reserve=total - ordinary))
+                          request_limit(runtime.config.max_requests_in_flight))
             ready = asyncio.Event()
             runtime.queue = Queue(lambda key: reconcile(ctx, key), runtime.config.max_concurrent_reconciles,
                                   runtime.config.blocked_retry_seconds, ready)

@@ -82,3 +82,10 @@ class PriorityLimit:
             yield
         finally:
             self.release(priority)
+
+
+def request_limit(in_flight: int) -> PriorityLimit:
+    """The operator's write limit: `in_flight` slots in all, at most an eighth of them (at least one) for
+    anything but urgent work, so a burst of new TGSs is never queued behind Services, statuses or Events."""
+    ordinary = max(1, in_flight // 8)
+    return PriorityLimit(ordinary, reserve=max(0, in_flight - ordinary))

@@ -15,7 +15,7 @@ from textgen_operator.builders import build_desired
 from textgen_operator.cache import ObjectCache, api_kind
 from textgen_operator.config import OperatorConfig
 from textgen_operator.kube import ApiError, Kube
-from textgen_operator.limits import PriorityLimit
+from textgen_operator.limits import PriorityLimit, request_limit
 from textgen_operator.metrics import APPLIES
 from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import Urgency, apply_urgency, object_key, plan_applies
@@ -124,7 +124,7 @@ class Context:
     config: OperatorConfig
     nodes: NodeCapacity
     closing: ClosingNamespaces = field(default_factory=ClosingNamespaces)
-    requests: PriorityLimit = field(default_factory=lambda: PriorityLimit(16, 112))   # writes in flight
+    requests: PriorityLimit = field(default_factory=lambda: request_limit(OperatorConfig.max_requests_in_flight))
 
 
 async def reconcile(ctx: Context, key: Key) -> bool:

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from textgen_operator.limits import URGENT, PriorityLimit
+from textgen_operator.limits import URGENT, PriorityLimit, request_limit
 
 ORDINARY = 3
 
@@ -108,3 +108,26 @@ def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="limit=0, reserve=0: the limit must be at least 1"):
         PriorityLimit(0)
 
+
+
+@pytest.mark.parametrize("in_flight, ordinary, total", [(128, 16, 128), (8, 1, 8), (1, 1, 1), (20, 2, 20)])
+def test_request_limit_keeps_an_eighth_for_ordinary_writes(in_flight: int, ordinary: int, total: int) -> None:
+    async def scenario() -> tuple[int, int]:
+        limit = request_limit(in_flight)
+        while limit.held < in_flight and await _try(limit, ORDINARY):
+            pass
+        ordinary_held = limit.held
+        while limit.held < in_flight + 1 and await _try(limit, URGENT):
+            pass
+        return ordinary_held, limit.held
+
+    assert asyncio.run(scenario()) == (ordinary, total)
+
+
+async def _try(limit: PriorityLimit, priority: int) -> bool:
+    """Acquires a slot if one is free right now."""
+    try:
+        await asyncio.wait_for(limit.acquire(priority), 0.01)
+        return True
+    except TimeoutError:
+        return False
