@@ -24,18 +24,19 @@ def env_of(sts: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_of(sts).get("env", [])}
 
 
-@pytest.mark.parametrize("accelerator, resource, taint, image, caps", [
-    ({"type": "nvidia", "count": 4}, "nvidia.com/gpu", "nvidia.com/gpu", "img/cuda:1", None),
-    ({"type": "gaudi", "count": 8}, "habana.ai/gaudi", "habana.ai/gaudi", "img/gaudi:1", ["SYS_NICE"]),
-    ({"type": "cpu", "count": 1}, None, None, "img/cpu:1", None),
+@pytest.mark.parametrize("accelerator, device, resource, taint, image, caps", [
+    ({"type": "nvidia", "count": 4}, "cuda", "nvidia.com/gpu", "nvidia.com/gpu", "img/cuda:1", None),
+    ({"type": "gaudi", "count": 8}, "hpu", "habana.ai/gaudi", "habana.ai/gaudi", "img/gaudi:1", ["SYS_NICE"]),
+    ({"type": "cpu", "count": 1}, "cpu", None, None, "img/cpu:1", None),
 ])
-def test_accelerator_devices_taints_images_and_capabilities(make_tgs: Any, accelerator: dict[str, Any],
+def test_accelerator_devices_taints_images_and_capabilities(make_tgs: Any, accelerator: dict[str, Any], device: str,
                                                             resource: str | None, taint: str | None,
                                                             image: str, caps: list[str] | None) -> None:
     sts = build_statefulset(make_tgs(accelerator=accelerator), CONFIG)
     container = container_of(sts)
     args = container["args"]
     assert args[args.index("--num-shard") + 1] == str(accelerator["count"])
+    assert args[args.index("--device") + 1] == device
     assert container["image"] == image
     requests = container.get("resources", {}).get("requests", {})
     if resource:
@@ -72,7 +73,7 @@ def test_limits_become_tgi_flags_and_extra_args_come_last(make_tgs: Any) -> None
                            "maxBatchTotalTokens": 65536, "maxBatchSize": 256, "maxConcurrentRequests": 512,
                            "maxWaitingTokens": 7, "waitingServedRatio": 1.2},
                    model={"id": "m/x", "revision": "abc", "dtype": "bfloat16", "trustRemoteCode": True},
-                   speculate=2, args=["--json-output"])
+                   kvCacheMemory="4Gi", args=["--json-output"])
     args = container_of(build_statefulset(tgs, CONFIG))["args"]
     pairs = dict(zip(args[::1], args[1::1]))
     assert pairs["--max-input-tokens"] == "1024" and pairs["--max-total-tokens"] == "2048"
@@ -80,8 +81,18 @@ def test_limits_become_tgi_flags_and_extra_args_come_last(make_tgs: Any) -> None
     assert pairs["--max-batch-size"] == "256" and pairs["--max-concurrent-requests"] == "512"
     assert pairs["--max-waiting-tokens"] == "7" and pairs["--waiting-served-ratio"] == "1.2"
     assert pairs["--model-id"] == "m/x" and pairs["--revision"] == "abc" and pairs["--dtype"] == "bfloat16"
-    assert pairs["--port"] == "80" and pairs["--speculate"] == "2" and "--trust-remote-code" in args
+    assert pairs["--port"] == "80" and pairs["--kv-cache-memory"] == "4Gi" and "--trust-remote-code" in args
+    assert "--speculate" not in args and "--quantize" not in args, "unset (0) fields emit nothing"
     assert args[-1] == "--json-output"
+
+
+@pytest.mark.parametrize("limits, flag, value", [
+    ({"maxWaitingTokens": 0}, "--max-waiting-tokens", "0"),       # 0 is a value, not "unset"
+    ({"waitingServedRatio": 0}, "--waiting-served-ratio", "0.0"),
+])
+def test_zero_limits_are_passed_not_dropped(make_tgs: Any, limits: dict[str, Any], flag: str, value: str) -> None:
+    args = container_of(build_statefulset(make_tgs(limits=limits), CONFIG))["args"]
+    assert args[args.index(flag) + 1] == value
 
 
 def test_token_comes_from_the_secret_never_inline(make_tgs: Any) -> None:
@@ -102,8 +113,10 @@ def test_probes_and_drain(make_tgs: Any, warmup: int, failures: int) -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
     assert container["ports"] == [{"name": "http", "containerPort": 80, "protocol": "TCP"}]
-    assert "preStop" in container["lifecycle"]
-    assert pod_of(sts)["terminationGracePeriodSeconds"] >= 90
+    # The drain gets its full time: preStop sleep (5) + drain (90) + shard stop margin (10).
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert container["args"][container["args"].index("--graceful-termination-timeout") + 1] == "90"
+    assert pod_of(sts)["terminationGracePeriodSeconds"] == 105
 
 
 @pytest.mark.parametrize("cache, volume, claims", [

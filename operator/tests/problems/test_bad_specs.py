@@ -31,3 +31,31 @@ def test_accelerator_count_must_fit_one_node(make_tgs: Any, accelerator: dict[st
     assert [p.reason for p in problems] == ([reason] if reason else [])
     if reason == "AcceleratorCountUnsatisfiable":
         assert "16" in problems[0].message and "at most 8" in problems[0].message
+
+
+@pytest.mark.parametrize("spec, reason, words", [
+    ({"model": {"id": "m", "quantize": "gptq"}}, "QuantizationNotImplemented", ["'gptq'", "remove spec.model.quantize"]),
+    ({"speculate": 2}, "SpeculationNotImplemented", ["spec.speculate=2", "set spec.speculate to 0"]),
+    ({"args": ["--num-shard", "4"]}, "DuplicateLauncherArgument", ["--num-shard", "spec.args"]),
+    ({"args": ["--max-input-tokens=9"], "limits": {"maxInputTokens": 8, "maxTotalTokens": 16}},
+     "DuplicateLauncherArgument", ["--max-input-tokens"]),
+    ({"env": [{"name": "PORT", "value": "8080"}]}, "DuplicateLauncherArgument", ["PORT (--port)", "spec.env"]),
+    ({"env": [{"name": "HOSTNAME", "value": "x"}]}, "DuplicateLauncherArgument", ["HOSTNAME (--hostname)"]),
+])
+def test_fields_the_server_cannot_honour_block_with_a_reason(make_tgs: Any, spec: dict[str, Any], reason: str,
+                                                             words: list[str]) -> None:
+    # make_tgs applies the CRD's defaults but not its CEL rules: this is an object stored before the rules existed.
+    [problem] = find_problems(make_tgs(**spec), None, NODES)
+    assert problem.reason == reason and problem.blocking
+    assert all(word in problem.message for word in words), problem.message
+
+
+@pytest.mark.parametrize("spec", [
+    {"args": ["--json-output", "--max-best-of", "4"]},          # flags the operator does not set
+    {"args": ["--max-input-tokens", "9"]},                      # limits.maxInputTokens unset: not generated
+    {"env": [{"name": "MAX_TOTAL_TOKENS", "value": "9"}]},      # likewise
+    {"env": [{"name": "LOG_LEVEL", "value": "debug"}]},
+    {"speculate": 0},
+])
+def test_extra_args_and_env_that_set_nothing_twice_are_fine(make_tgs: Any, spec: dict[str, Any]) -> None:
+    assert find_problems(make_tgs(**spec), None, NODES) == []

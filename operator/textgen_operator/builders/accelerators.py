@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from textgen_operator.names import Body
+from textgen_operator.spec import TGSSpec
 
 EnvList = list[dict[str, Any]]
 
@@ -32,30 +32,28 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
-def gaudi_env(spec: Body) -> EnvList:
-    """Gaudi environment: the seed's knobs from spec.gaudi, plus what multi-card collectives need."""
-    count = int(spec["accelerator"].get("count", 1))
+def gaudi_env(spec: TGSSpec) -> EnvList:
+    """Gaudi environment: the knobs from spec.gaudi, plus what multi-card collectives need."""
     # Open MPI's shared-memory transport cannot use CMA inside an unprivileged container.
     env: EnvList = [{"name": "OMPI_MCA_btl_vader_single_copy_mechanism", "value": "none"}]
-    if count > 1:
+    if spec.accelerator.count > 1:
         env.append({"name": "PT_HPU_ENABLE_LAZY_COLLECTIVES", "value": "true"})
-    knobs = spec.get("gaudi", {})
-    env += [{"name": GAUDI_ENV[k], "value": _env_value(knobs[k])} for k in GAUDI_ENV if k in knobs]
+    env += [{"name": GAUDI_ENV[k], "value": _env_value(spec.gaudi[k])} for k in GAUDI_ENV if k in spec.gaudi]
     return env
 
 
-def nvidia_env(spec: Body) -> EnvList:
+def nvidia_env(spec: TGSSpec) -> EnvList:
     """NVIDIA environment. Devices come from the device plugin (never CUDA_VISIBLE_DEVICES here).
 
     Sharded pods talk over NCCL through /dev/shm (mounted by the builder); pods have no InfiniBand, so NCCL must
     not wait for it.
     """
-    if int(spec["accelerator"].get("count", 1)) > 1:
+    if spec.accelerator.count > 1:
         return [{"name": "NCCL_IB_DISABLE", "value": "1"}]
     return []
 
 
-def no_env(spec: Body) -> EnvList:
+def no_env(spec: TGSSpec) -> EnvList:
     return []
 
 
@@ -63,25 +61,26 @@ def no_env(spec: Body) -> EnvList:
 class AcceleratorProfile:
     """How one accelerator type shows up in a pod."""
 
+    device: str                         # the launcher's --device: the torch device type the shards run on
     resource: str | None                # extended resource requested per device; None for cpu
     taint_key: str | None               # the taint accelerator nodes carry; tolerated automatically
     capabilities: tuple[str, ...]       # added back after dropping ALL
-    env: Callable[[Body], EnvList]
+    env: Callable[[TGSSpec], EnvList]
     hugepages_gib_per_device: int = 0
 
 
 ACCELERATORS: dict[str, AcceleratorProfile] = {
-    "nvidia": AcceleratorProfile("nvidia.com/gpu", "nvidia.com/gpu", (), nvidia_env),
+    "nvidia": AcceleratorProfile("cuda", "nvidia.com/gpu", "nvidia.com/gpu", (), nvidia_env),
     # SYS_NICE: the Habana runtime pins its threads and raises their priority.
-    "gaudi": AcceleratorProfile("habana.ai/gaudi", "habana.ai/gaudi", ("SYS_NICE",), gaudi_env,
+    "gaudi": AcceleratorProfile("hpu", "habana.ai/gaudi", "habana.ai/gaudi", ("SYS_NICE",), gaudi_env,
                                 GAUDI_HUGEPAGES_GIB_PER_CARD),
-    "cpu": AcceleratorProfile(None, None, (), no_env),
+    "cpu": AcceleratorProfile("cpu", None, None, (), no_env),
 }
 
 
-def profile_for(spec: Body) -> AcceleratorProfile:
+def profile_for(spec: TGSSpec) -> AcceleratorProfile:
     """The profile of spec.accelerator.type (the CRD's enum guarantees one exists)."""
-    kind = spec["accelerator"]["type"]
+    kind = spec.accelerator.type
     if kind not in ACCELERATORS:
         raise ValueError(f"spec.accelerator.type {kind!r} is not one of {sorted(ACCELERATORS)}")
     return ACCELERATORS[kind]

@@ -7,53 +7,95 @@ from typing import Any
 from textgen_operator.builders.accelerators import profile_for
 from textgen_operator.builders.services import HTTP_PORT
 from textgen_operator.config import OperatorConfig
-from textgen_operator.names import Body
+from textgen_operator.spec import TGSSpec
 
 MODEL_CACHE_PATH = "/data"
 PRESTOP_SLEEP_SECONDS = 5          # endpoints controllers drop a stopping pod before SIGTERM starts the drain
+# After the drain the launcher stops its shards (SIGTERM, SIGKILL after 10 s) and flushes the last bytes; the
+# kubelet's SIGKILL must not cut that short.
+SHUTDOWN_MARGIN_SECONDS = 10
 STARTUP_PROBE_PERIOD_SECONDS = 10
 
 # spec.limits field -> launcher flag (TGI's names).
 LIMIT_FLAGS = {
-    "maxInputTokens": "--max-input-tokens",
-    "maxTotalTokens": "--max-total-tokens",
-    "maxBatchPrefillTokens": "--max-batch-prefill-tokens",
-    "maxBatchTotalTokens": "--max-batch-total-tokens",
-    "maxBatchSize": "--max-batch-size",
-    "maxConcurrentRequests": "--max-concurrent-requests",
-    "maxWaitingTokens": "--max-waiting-tokens",
-    "waitingServedRatio": "--waiting-served-ratio",
+    "max_input_tokens": "--max-input-tokens",
+    "max_total_tokens": "--max-total-tokens",
+    "max_batch_prefill_tokens": "--max-batch-prefill-tokens",
+    "max_batch_total_tokens": "--max-batch-total-tokens",
+    "max_batch_size": "--max-batch-size",
+    "max_concurrent_requests": "--max-concurrent-requests",
+    "max_waiting_tokens": "--max-waiting-tokens",
+    "waiting_served_ratio": "--waiting-served-ratio",
 }
 
 
-def build_launcher_args(spec: Body) -> list[str]:
-    """Arguments of textgen-launcher: model, shards, port, limits, then the user's extra args."""
-    model = spec["model"]
-    args = ["--model-id", str(model["id"]), "--num-shard", str(spec["accelerator"].get("count", 1)),
-            "--port", str(HTTP_PORT), "--hostname", "0.0.0.0", "--huggingface-hub-cache", MODEL_CACHE_PATH]
-    for field, flag in (("revision", "--revision"), ("dtype", "--dtype"), ("quantize", "--quantize")):
-        if model.get(field):
-            args += [flag, str(model[field])]
-    if model.get("trustRemoteCode"):
+# Every flag the operator may generate -> the launcher's environment variable for it (TGI's names). A spec.env entry
+# with one of these names would lose silently to the flag, so problems.py refuses it. Checked against the
+# launcher's own parser by operator/tests/contract.
+GENERATED_FLAG_ENV = {
+    "--model-id": "MODEL_ID", "--num-shard": "NUM_SHARD", "--device": "DEVICE", "--port": "PORT",
+    "--hostname": "HOSTNAME", "--huggingface-hub-cache": "HUGGINGFACE_HUB_CACHE",
+    "--graceful-termination-timeout": "GRACEFUL_TERMINATION_TIMEOUT", "--revision": "REVISION", "--dtype": "DTYPE",
+    "--quantize": "QUANTIZE", "--trust-remote-code": "TRUST_REMOTE_CODE", "--speculate": "SPECULATE",
+    "--kv-cache-memory": "KV_CACHE_MEMORY", "--max-input-tokens": "MAX_INPUT_TOKENS",
+    "--max-total-tokens": "MAX_TOTAL_TOKENS", "--max-batch-prefill-tokens": "MAX_BATCH_PREFILL_TOKENS",
+    "--max-batch-total-tokens": "MAX_BATCH_TOTAL_TOKENS", "--max-batch-size": "MAX_BATCH_SIZE",
+    "--max-concurrent-requests": "MAX_CONCURRENT_REQUESTS", "--max-waiting-tokens": "MAX_WAITING_TOKENS",
+    "--waiting-served-ratio": "WAITING_SERVED_RATIO",
+}
+
+
+def termination_grace_period_seconds(spec: TGSSpec) -> int:
+    """The pod's grace period: preStop sleep, then the drain (--graceful-termination-timeout), then the margin.
+
+    Kubernetes counts the preStop hook inside terminationGracePeriodSeconds, so the drain only gets its full
+    drain.gracePeriodSeconds if the grace period covers all three.
+    """
+    return PRESTOP_SLEEP_SECONDS + spec.drain.grace_period_seconds + SHUTDOWN_MARGIN_SECONDS
+
+
+def _model_args(spec: TGSSpec) -> list[str]:
+    model = spec.model
+    args: list[str] = []
+    for flag, value in (("--revision", model.revision), ("--dtype", model.dtype), ("--quantize", model.quantize)):
+        if value is not None:
+            args += [flag, value]
+    if model.trust_remote_code:
         args.append("--trust-remote-code")
-    if spec.get("speculate"):
-        args += ["--speculate", str(spec["speculate"])]
-    limits = spec.get("limits", {})
-    for field, flag in LIMIT_FLAGS.items():
-        if field in limits:
-            args += [flag, str(limits[field])]
-    return args + [str(a) for a in spec.get("args", [])]
+    if spec.speculate:
+        args += ["--speculate", str(spec.speculate)]
+    if spec.kv_cache_memory is not None:
+        args += ["--kv-cache-memory", spec.kv_cache_memory]
+    return args
 
 
-def build_env(spec: Body) -> list[dict[str, Any]]:
+def build_generated_args(spec: TGSSpec) -> list[str]:
+    """The launcher arguments the operator sets itself (without spec.args)."""
+    args = ["--model-id", spec.model.id, "--num-shard", str(spec.accelerator.count),
+            "--device", profile_for(spec).device, "--port", str(HTTP_PORT), "--hostname", "0.0.0.0",
+            "--huggingface-hub-cache", MODEL_CACHE_PATH,
+            "--graceful-termination-timeout", str(spec.drain.grace_period_seconds)]
+    args += _model_args(spec)
+    for name, flag in LIMIT_FLAGS.items():
+        value = getattr(spec.limits, name)
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def build_launcher_args(spec: TGSSpec) -> list[str]:
+    """Arguments of textgen-launcher: the generated ones, then the user's extra args (spec.args)."""
+    return build_generated_args(spec) + list(spec.args)
+
+
+def build_env(spec: TGSSpec) -> list[dict[str, Any]]:
     """Container environment: hub token by reference, accelerator settings, then the user's extra env."""
     env: list[dict[str, Any]] = []
-    ref = spec["model"].get("tokenSecretRef")
-    if ref:
-        env.append({"name": "HF_TOKEN",
-                    "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref.get("key", "token")}}})
+    ref = spec.model.token_secret_ref
+    if ref is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     env += profile_for(spec).env(spec)
-    return env + [dict(e) for e in spec.get("env", [])]
+    return env + [dict(e) for e in spec.env]
 
 
 def _http_probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
@@ -61,9 +103,9 @@ def _http_probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
             "failureThreshold": failures, "timeoutSeconds": timeout}
 
 
-def build_probes(spec: Body) -> dict[str, Any]:
+def build_probes(spec: TGSSpec) -> dict[str, Any]:
     """Startup probe covers download + load + warmup; /health answers 503 until then (and while draining)."""
-    warmup = int(spec.get("rollout", {}).get("warmupTimeoutSeconds", 1800))
+    warmup = spec.rollout.warmup_timeout_seconds
     return {
         "startupProbe": _http_probe(STARTUP_PROBE_PERIOD_SECONDS,
                                     math.ceil(warmup / STARTUP_PROBE_PERIOD_SECONDS), 5),
@@ -73,17 +115,12 @@ def build_probes(spec: Body) -> dict[str, Any]:
     }
 
 
-def _quantities(values: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in values.items()}
-
-
-def build_resources(spec: Body) -> dict[str, Any]:
+def build_resources(spec: TGSSpec) -> dict[str, Any]:
     """Requests and limits: the user's cpu/memory plus devices (and hugepages on Gaudi) in both."""
     profile = profile_for(spec)
-    count = int(spec["accelerator"].get("count", 1))
-    user = spec.get("resources", {})
-    requests = _quantities(user.get("requests", {}))
-    limits = _quantities(user.get("limits", {}))
+    count = spec.accelerator.count
+    requests = dict(spec.resources.requests)
+    limits = dict(spec.resources.limits)
     if profile.resource:
         requests[profile.resource] = limits[profile.resource] = str(count)
     if profile.hugepages_gib_per_device:
@@ -92,7 +129,7 @@ def build_resources(spec: Body) -> dict[str, Any]:
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
-def build_security_context(spec: Body) -> dict[str, Any]:
+def build_security_context(spec: TGSSpec) -> dict[str, Any]:
     """Non-root, no privilege escalation, read-only root, ALL capabilities dropped (SYS_NICE back on Gaudi)."""
     capabilities: dict[str, Any] = {"drop": ["ALL"]}
     if profile_for(spec).capabilities:
@@ -101,11 +138,11 @@ def build_security_context(spec: Body) -> dict[str, Any]:
             "capabilities": capabilities}
 
 
-def build_container(spec: Body, config: OperatorConfig) -> dict[str, Any]:
+def build_container(spec: TGSSpec, config: OperatorConfig) -> dict[str, Any]:
     """The one container of a server pod."""
     container: dict[str, Any] = {
         "name": "server",
-        "image": spec.get("image") or config.image_for(spec["accelerator"]["type"]),
+        "image": spec.image or config.image_for(spec.accelerator.type),
         "command": ["textgen-launcher"],
         "args": build_launcher_args(spec),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
@@ -118,8 +155,8 @@ def build_container(spec: Body, config: OperatorConfig) -> dict[str, Any]:
     env = build_env(spec)
     if env:
         container["env"] = env
-    if spec.get("imagePullPolicy"):
-        container["imagePullPolicy"] = spec["imagePullPolicy"]
+    if spec.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.image_pull_policy
     resources = build_resources(spec)
     if resources:
         container["resources"] = resources

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from textgen_operator.names import Body, child_metadata, headless_service_name, selector_labels, tgs_name
+from textgen_operator.spec import tgs_spec
 
 HTTP_PORT = 80
 
@@ -51,7 +52,7 @@ def build_pod_disruption_budget(tgs: Body) -> Body:
 
     Never 0: a budget of zero would block every node drain forever.
     """
-    max_unavailable = max(1, int(tgs["spec"].get("rollout", {}).get("maxUnavailable", 0)))
+    max_unavailable = max(1, tgs_spec(tgs).rollout.max_unavailable)
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from textgen_operator.builders.accelerators import profile_for
-from textgen_operator.builders.container import PRESTOP_SLEEP_SECONDS, build_container
+from textgen_operator.builders.container import build_container, termination_grace_period_seconds
 from textgen_operator.config import OperatorConfig
 from textgen_operator.names import (
     ANNOTATION_TEMPLATE_HASH,
@@ -16,60 +16,65 @@ from textgen_operator.names import (
     stable_hash,
     tgs_name,
 )
+from textgen_operator.spec import TGSSpec, tgs_spec
 
 SERVER_UID = 1000
 
 
-def build_shm_size(spec: Body) -> str:
+def build_shm_size(spec: TGSSpec) -> str:
     """/dev/shm for collectives between shards: the spec's size, else 1Gi per shard."""
-    return str(spec.get("sharedMemorySize") or f"{int(spec['accelerator'].get('count', 1))}Gi")
+    return spec.shared_memory_size or f"{spec.accelerator.count}Gi"
 
 
-def build_volumes(spec: Body) -> list[dict[str, Any]]:
+def build_volumes(spec: TGSSpec) -> list[dict[str, Any]]:
     """shm (memory-backed), tmp (the root filesystem is read-only), and the model cache unless PerReplica."""
     volumes: list[dict[str, Any]] = [
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": build_shm_size(spec)}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    cache = spec.get("cache", {})
-    mode = cache.get("mode", "None")
-    if mode == "Shared":
-        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache["existingClaim"]}})
-    elif mode == "None":
-        volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": str(cache.get("size", "100Gi"))}})
+    cache = spec.cache
+    if cache.mode == "Shared":
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.existing_claim}})
+    elif cache.mode == "None":
+        volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": cache.size}})
     return volumes
 
 
-def build_volume_claim_templates(spec: Body) -> list[dict[str, Any]]:
+def build_volume_claim_templates(spec: TGSSpec) -> list[dict[str, Any]]:
     """One claim per replica with cache.mode PerReplica (weights survive pod restarts); none otherwise."""
-    cache = spec.get("cache", {})
-    if cache.get("mode", "None") != "PerReplica":
+    cache = spec.cache
+    if cache.mode != "PerReplica":
         return []
     claim_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
-                                  "resources": {"requests": {"storage": str(cache.get("size", "100Gi"))}}}
-    if cache.get("storageClassName"):
-        claim_spec["storageClassName"] = cache["storageClassName"]
+                                  "resources": {"requests": {"storage": cache.size}}}
+    if cache.storage_class_name is not None:
+        claim_spec["storageClassName"] = cache.storage_class_name
     return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": {"name": "model-cache"}, "spec": claim_spec}]
 
 
-def build_tolerations(spec: Body) -> list[dict[str, Any]]:
+def build_tolerations(spec: TGSSpec) -> list[dict[str, Any]]:
     """The accelerator nodes' taint is tolerated automatically; the user's tolerations follow."""
     profile = profile_for(spec)
     own = [{"key": profile.taint_key, "operator": "Exists", "effect": "NoSchedule"}] if profile.taint_key else []
-    return own + [dict(t) for t in spec.get("scheduling", {}).get("tolerations", [])]
+    return own + [dict(t) for t in spec.scheduling.tolerations]
 
 
-def build_pod_spec(tgs: Body, config: OperatorConfig) -> dict[str, Any]:
+def _scheduling_fields(spec: TGSSpec) -> dict[str, Any]:
+    scheduling = spec.scheduling
+    fields = {"nodeSelector": dict(scheduling.node_selector) or None, "affinity": scheduling.affinity,
+              "priorityClassName": scheduling.priority_class_name,
+              "runtimeClassName": scheduling.runtime_class_name}
+    return {k: v for k, v in fields.items() if v}
+
+
+def build_pod_spec(tgs: Body, spec: TGSSpec, config: OperatorConfig) -> dict[str, Any]:
     """The pod spec: container, volumes, identity, security and scheduling."""
-    spec = tgs["spec"]
-    scheduling = spec.get("scheduling", {})
-    drain = int(spec.get("drain", {}).get("gracePeriodSeconds", 60))
     pod: dict[str, Any] = {
         "serviceAccountName": tgs_name(tgs),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # hundreds of Services would otherwise become env variables
-        "terminationGracePeriodSeconds": drain + PRESTOP_SLEEP_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_period_seconds(spec),
         "securityContext": {
             "runAsNonRoot": True, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID, "fsGroup": SERVER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
@@ -82,20 +87,17 @@ def build_pod_spec(tgs: Body, config: OperatorConfig) -> dict[str, Any]:
     tolerations = build_tolerations(spec)
     if tolerations:
         pod["tolerations"] = tolerations
-    for field in ("nodeSelector", "affinity", "priorityClassName", "runtimeClassName"):
-        if scheduling.get(field):
-            pod[field] = scheduling[field]
+    pod.update(_scheduling_fields(spec))
     return pod
 
 
-def build_pod_template(tgs: Body, config: OperatorConfig) -> dict[str, Any]:
+def build_pod_template(tgs: Body, spec: TGSSpec, config: OperatorConfig) -> dict[str, Any]:
     """Pod template with labels (ours win over spec.podLabels) and a hash of itself as an annotation."""
-    spec = tgs["spec"]
     template: dict[str, Any] = {
-        "metadata": {"labels": {**spec.get("podLabels", {}), **common_labels(tgs)}},
-        "spec": build_pod_spec(tgs, config),
+        "metadata": {"labels": {**spec.pod_labels, **common_labels(tgs)}},
+        "spec": build_pod_spec(tgs, spec, config),
     }
-    annotations = dict(spec.get("podAnnotations", {}))
+    annotations = dict(spec.pod_annotations)
     annotations[ANNOTATION_TEMPLATE_HASH] = stable_hash(template)
     template["metadata"]["annotations"] = annotations
     return template
@@ -107,16 +109,16 @@ def build_statefulset(tgs: Body, config: OperatorConfig) -> Body:
     Spec changes roll pods with RollingUpdate; partition stays 0 here and is the lever a surge/warm rollout
     controller moves later. Pods are independent replicas, so they start and stop in parallel.
     """
-    spec = tgs["spec"]
+    spec = tgs_spec(tgs)
     sts_spec: dict[str, Any] = {
-        "replicas": int(spec.get("replicas", 1)),
+        "replicas": spec.replicas,
         "serviceName": headless_service_name(tgs),
         "selector": {"matchLabels": selector_labels(tgs)},
         "podManagementPolicy": "Parallel",
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
         "revisionHistoryLimit": 5,
         "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
-        "template": build_pod_template(tgs, config),
+        "template": build_pod_template(tgs, spec, config),
     }
     claims = build_volume_claim_templates(spec)
     if claims:
