@@ -19,7 +19,8 @@ from textgen_operator.kube import Kube
 from textgen_operator.limits import request_limit
 from textgen_operator.names import LABEL_MANAGED_BY, LABEL_SERVICE
 from textgen_operator.cache import ObjectCache
-from textgen_operator.reconciler import ClosingNamespaces, Context, NodeCapacity, prime, reconcile
+from textgen_operator.reconciler import (ClosingNamespaces, Context, NodeCapacity, follow_failed_creates, prime,
+                                         reconcile)
 from textgen_operator.workqueue import Queue
 from textgen_operator import FIELD_MANAGER
 
@@ -40,6 +41,7 @@ class Runtime:
     kube: Kube | None = None
     queue: Queue | None = None
     primer: asyncio.Task[None] | None = None
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)   # the FailedCreate Event watches
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -100,6 +102,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime = _runtime(memo)
+        for watcher in runtime.watchers:
+            watcher.cancel()
         if runtime.queue is not None:
             await runtime.queue.drain()
         if runtime.kube is not None:
@@ -116,7 +120,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
             ready = asyncio.Event()
             runtime.queue = Queue(lambda key: reconcile(ctx, key), runtime.config.max_concurrent_reconciles,
                                   runtime.config.blocked_retry_seconds, ready)
-            runtime.primer = asyncio.get_running_loop().create_task(_prime_until_done(ctx, ready))
+            loop = asyncio.get_running_loop()
+            runtime.primer = loop.create_task(_prime_until_done(ctx, ready))
+            # kopf cannot filter a watch on the server, and every Event of the cluster is far too many: the
+            # StatefulSet controller's FailedCreate warnings come through a watch of our own.
+            enqueue = runtime.queue.enqueue
+            runtime.watchers = [loop.create_task(follow_failed_creates(ctx, namespace, enqueue))
+                                for namespace in (runtime.config.namespaces or (None,))]
         return runtime.queue
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)

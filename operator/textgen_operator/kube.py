@@ -1,10 +1,13 @@
 """The one module that talks to the Kubernetes API (aiohttp, kopf's credentials). It computes nothing.
 
 Every request is counted in textgen_operator_api_requests_total{verb,resource} so benchmarks and tests can
-tell reads from writes.
+tell reads from writes. Every request and watch honours the API server's "come back later" (HTTP 429, e.g.
+"storage is (re)initializing" right after a CRD is installed, or 5xx with Retry-After): it waits Retry-After
+seconds and sends again, up to MAX_THROTTLED_RETRIES times, as client-go does.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -18,7 +21,7 @@ import aiohttp
 import kopf
 
 from textgen_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from textgen_operator.metrics import API_REQUESTS
+from textgen_operator.metrics import API_REQUESTS, API_THROTTLED
 from textgen_operator.names import Body
 
 # apiVersion/kind -> (collection path with {ns}, resource name for metrics)
@@ -32,6 +35,25 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "apps/v1/StatefulSet": ("/apis/apps/v1/namespaces/{ns}/statefulsets", "statefulsets"),
     f"{GROUP}/{VERSION}/TextGenerationService": (f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}", PLURAL),
 }
+
+
+MAX_THROTTLED_RETRIES = 10       # client-go's maxRetries for Retry-After answers
+MAX_RETRY_AFTER_SECONDS = 30.0   # a longer Retry-After is honoured as this many seconds
+WATCH_SECONDS = 290              # a watch the server ends after this is resumed from its last resourceVersion
+
+
+def retry_after(status: int, header: str | None) -> float | None:
+    """Seconds to wait before sending a request again, or None when the answer is final.
+
+    As client-go: 429 Too Many Requests, or a 5xx that carries Retry-After, means the API server did not process
+    the request and asks to come back later (a 429 without the header waits 1 s)."""
+    if status != 429 and not (500 <= status < 600 and header):
+        return None
+    try:
+        seconds = float(header) if header else 1.0
+    except ValueError:      # an HTTP-date: the API server sends seconds, other proxies may not
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class ApiError(Exception):
@@ -70,6 +92,7 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return ctx
 
 
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None)   # a watch waits as long as the server lets it
 USER_AGENT = "textgen-operator/0.1.0"   # tells our requests apart in the API server's audit log
 
 
@@ -103,14 +126,27 @@ class Kube:
                 timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 
+    async def _send(self, verb: str, resource: str, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request, sent again while the API server answers "come back later" (see retry_after); the
+        caller reads and releases the response (`async with`)."""
+        for attempt in range(MAX_THROTTLED_RETRIES + 1):
+            API_REQUESTS.labels(verb=verb, resource=resource).inc()
+            response = await self._client().request(method, url, **kwargs)
+            wait = retry_after(response.status, response.headers.get("Retry-After"))
+            if wait is None or attempt == MAX_THROTTLED_RETRIES:
+                return response
+            response.release()
+            API_THROTTLED.labels(verb=verb, resource=resource).inc()
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
     async def _request(self, verb: str, resource: str, method: str, path: str, *,
                        params: dict[str, str] | None = None, body: Any = None,
                        content_type: str = "application/json", allow_404: bool = False) -> Body | None:
-        API_REQUESTS.labels(verb=verb, resource=resource).inc()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type, "Accept": "application/json"}
-        async with self._client().request(method, self._server + path, params=params, data=data,
-                                          headers=headers) as response:
+        async with await self._send(verb, resource, method, self._server + path, params=params, data=data,
+                                    headers=headers) as response:
             payload = await response.json(content_type=None)
             if response.status == 404 and allow_404:
                 return None
@@ -144,11 +180,10 @@ class Kube:
 
     async def watch(self, api_kind: str, namespace: str) -> AsyncIterator[tuple[str, Body]]:
         """(event type, object) from one watch of a namespace's collection, until the server ends it. The
-        operator watches through kopf; this serves tools such as hack/bench-operator.py's baseline reactor."""
+        operator watches through kopf and follow(); this serves tools such as hack/bench-operator.py."""
         path, resource = self.collection(api_kind, namespace)
-        API_REQUESTS.labels(verb="watch", resource=resource).inc()
-        async with self._client().get(self._server + path, params={"watch": "true"},
-                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+        async with await self._send("watch", resource, "GET", self._server + path, params={"watch": "true"},
+                                    timeout=_STREAM_TIMEOUT) as response:
             if response.status >= 300:
                 raise ApiError(response.status, await response.text())
             async for line in response.content:
@@ -156,12 +191,51 @@ class Kube:
                     event = json.loads(line)
                     yield event["type"], event["object"]
 
+    async def follow(self, api_kind: str, namespace: str | None, field_selector: str = ""
+                     ) -> AsyncIterator[tuple[str, Body]]:
+        """LIST, then WATCH from the list's resourceVersion, resumed whenever the server ends it; forever.
+
+        Yields ("RESET", {}) before each (re)list, then each listed object as ADDED, then the watch's ADDED /
+        MODIFIED / DELETED. A 410 Gone (the version is too old) lists again: a consumer drops what it holds at
+        RESET, so deletions missed meanwhile are not kept. namespace None: every namespace."""
+        path, resource = RESOURCES[api_kind]
+        collection = path.format(ns=quote(namespace)) if namespace else path.replace("/namespaces/{ns}", "")
+        selector = {"fieldSelector": field_selector} if field_selector else {}
+        while True:
+            answer = await self._request("list", resource, "GET", collection, params=selector) or {}
+            yield "RESET", {}
+            for item in answer.get("items", []):
+                yield "ADDED", item
+            version: str | None = answer.get("metadata", {}).get("resourceVersion")
+            while version:
+                params = {**selector, "watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
+                          "timeoutSeconds": str(WATCH_SECONDS)}
+                async with await self._send("watch", resource, "GET", self._server + collection, params=params,
+                                            timeout=_STREAM_TIMEOUT) as response:
+                    if response.status == 410:
+                        break
+                    if response.status >= 300:
+                        raise ApiError(response.status, await response.text())
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object", {})
+                        if event.get("type") == "ERROR":
+                            if obj.get("code") == 410:
+                                version = None
+                                break
+                            raise ApiError(int(obj.get("code", 500)), str(obj.get("message", obj)))
+                        version = obj.get("metadata", {}).get("resourceVersion") or version
+                        if event.get("type") != "BOOKMARK":
+                            yield str(event["type"]), obj
+
     async def exists(self, api_kind: str, namespace: str, name: str) -> bool:
         """Existence only: asks for metadata, so a Secret's data never reaches the operator."""
         path, resource = self.collection(api_kind, namespace)
-        API_REQUESTS.labels(verb="get", resource=resource).inc()
         headers = {"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"}
-        async with self._client().get(f"{self._server}{path}/{quote(name)}", headers=headers) as response:
+        async with await self._send("get", resource, "GET", f"{self._server}{path}/{quote(name)}",
+                                    headers=headers) as response:
             if response.status == 404:
                 return False
             if response.status >= 300:

@@ -13,3 +13,8 @@ API_REQUESTS = Counter("textgen_operator_api_requests_total", "Kubernetes API re
                        ["verb", "resource"])
 APPLIES = Counter("textgen_operator_applies_total", "Server-side applies sent, by kind.", ["kind"])
 QUEUE_DEPTH = Gauge("textgen_operator_queue_depth", "TextGenerationServices waiting for a reconcile.")
+API_THROTTLED = Counter("textgen_operator_api_throttled_total",
+                        "API answers that asked to come back later (429, or 5xx with Retry-After), each waited out "
+                        "and sent again.", ["verb", "resource"])
+WATCH_RESTARTS = Counter("textgen_operator_watch_restarts_total",
+                         "Restarts of the operator's own Event watch after an error, by error kind.", ["kind"])

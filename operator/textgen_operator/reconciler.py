@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from textgen_operator import FIELD_MANAGER, GROUP, VERSION
 from textgen_operator.builders import build_desired
 from textgen_operator.cache import ObjectCache, api_kind
 from textgen_operator.config import OperatorConfig
+from textgen_operator.events import FIELD_SELECTOR, current_failed_creates, failed_create_from_event
 from textgen_operator.kube import ApiError, Kube
 from textgen_operator.limits import PriorityLimit, request_limit
-from textgen_operator.metrics import APPLIES
+from textgen_operator.metrics import APPLIES, WATCH_RESTARTS
 from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import Urgency, apply_urgency, object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
@@ -81,8 +83,8 @@ async def _apply_one(ctx: Context, obj: Body, urgency: Urgency) -> list[Problem]
         APPLIES.labels(kind=obj["kind"]).inc()
         return []
     except ApiError as error:
-        if error.status in (401, 403, 404) or error.status >= 500:
-            raise
+        if error.status in (401, 403, 404, 429) or error.status >= 500:
+            raise       # not about the object: the queue retries the reconcile
         return [Problem("ApplyRejected", f"the API server rejected {obj['kind']} {obj['metadata']['name']}: "
                                          f"{error.message}. Fix the TextGenerationService spec accordingly "
                                          "(immutable fields such as spec.cache need a new object)")]
@@ -168,8 +170,12 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
         to_apply = [(obj, apply_urgency(obj, observed[object_key(obj)])) for obj in plan_applies(desired, observed)]
         problems += await _apply_all(ctx, to_apply)
     sts = ctx.cache.get("apps/v1/StatefulSet", namespace, name)
+    pods = ctx.cache.pods_of(namespace, name)
+    accounts = {o["metadata"]["name"] for o in desired if o["kind"] == "ServiceAccount"
+                and ctx.cache.get("v1/ServiceAccount", namespace, o["metadata"]["name"]) is not None}
+    failed = current_failed_creates(ctx.cache.failed_creates_of(namespace, name), sts, pods, accounts)
     now = _now()
-    status = build_status(tgs, sts, ctx.cache.pods_of(namespace, name), problems, now)
+    status = build_status(tgs, sts, pods, problems, now, failed)
     old = tgs.get("status", {})
     if status_changed(old, status):
         async with ctx.requests.slot(Urgency.STATUS):
@@ -193,3 +199,40 @@ async def prime(ctx: Context) -> None:
         for obj in await ctx.kube.list_all(kind, namespaces, f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"):
             ctx.cache.put(obj)
     log.info("cache primed with %d objects", len(ctx.cache))
+
+
+def record_event(cache: ObjectCache, namespace: str | None, kind: str, event: Body) -> Key | None:
+    """Keeps the cache's FailedCreate records current with one item of the Event watch; returns the TGS to
+    reconcile (the StatefulSet is named after it), or None when the Event is not about one of ours."""
+    if kind == "RESET":
+        cache.forget_failed_creates(namespace)
+        return None
+    failure = failed_create_from_event(event)
+    if failure is None:
+        return None
+    if kind == "DELETED":
+        cache.delete_failed_create(failure.namespace, failure.statefulset, failure.event)
+    else:
+        cache.put_failed_create(failure)
+    known = cache.get("apps/v1/StatefulSet", failure.namespace, failure.statefulset) is not None
+    return (failure.namespace, failure.statefulset) if known else None
+
+
+async def follow_failed_creates(ctx: Context, namespace: str | None, enqueue: Callable[[Key], None]) -> None:
+    """Follows the StatefulSet controller's FailedCreate Events (server-side field selector, so other Events
+    never reach the operator) in one namespace (None: all), until cancelled; resumes after any error."""
+    delay = 1.0
+    while True:
+        try:
+            async for kind, event in ctx.kube.follow("v1/Event", namespace, FIELD_SELECTOR):
+                delay = 1.0
+                key = record_event(ctx.cache, namespace, kind, event)
+                if key is not None:
+                    enqueue(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:      # the watch must outlive API restarts and network errors
+            WATCH_RESTARTS.labels(kind=type(error).__name__).inc()
+            log.warning("the FailedCreate Event watch failed, resuming in %.0f s: %s", delay, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

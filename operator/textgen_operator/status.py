@@ -1,10 +1,12 @@
 """The TGS status and its conditions, computed from what was observed. Pure (the clock is an argument)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from textgen_operator.events import FAILED_CREATE, FailedCreate, describe_failed_create
 from textgen_operator.names import Body, selector_string, tgs_name, tgs_namespace
+from textgen_operator.pod_health import container_failures, count_warming, last_warmup_seconds, unschedulable_message
 from textgen_operator.problems import Problem
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
@@ -27,29 +29,25 @@ class Transition:
     message: str
 
 
-def pod_is_ready(pod: Body) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions", []))
+def _sts_observed(sts: Body | None) -> bool:
+    """The StatefulSet controller has seen the StatefulSet's current spec: until then its status counts (updated,
+    ready, revisions) describe the previous spec and claim nothing about the one just applied."""
+    if sts is None:
+        return False
+    return int(sts.get("status", {}).get("observedGeneration", 0)) >= int(sts["metadata"].get("generation", 0))
 
 
-def unschedulable_message(pods: list[Body]) -> str | None:
-    """The scheduler's message for the first pod it could not place, if any."""
-    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        for c in pod.get("status", {}).get("conditions", []):
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
-                return f"pod {pod['metadata']['name']}: {c.get('message', 'unschedulable')}"
-    return None
-
-
-def count_warming(pods: list[Body]) -> int:
-    """Pods that run but are not ready yet: loading the model or warming up (startup probe pending)."""
-    return sum(1 for p in pods if p.get("status", {}).get("phase") == "Running" and not pod_is_ready(p)
-               and not p["metadata"].get("deletionTimestamp"))
-
-
-def _degraded(problems: list[Problem], pods: list[Body]) -> Condition:
+def _degraded(problems: list[Problem], failed_creates: list[FailedCreate], pods: list[Body]) -> Condition:
     if problems:
         return Condition("Degraded", "True", problems[0].reason, "; ".join(p.message for p in problems))
+    if failed_creates:
+        return Condition("Degraded", "True", FAILED_CREATE, describe_failed_create(failed_creates[0]))
+    failures = container_failures(pods)
+    if failures:
+        more = f" (and {len(failures) - 1} more failing container(s))" if len(failures) > 1 else ""
+        return Condition("Degraded", "True", failures[0].reason,
+                         f"{failures[0].describe()}{more}. Fix the cause it names (the spec, the model, the node); "
+                         "`kubectl logs <pod> --previous` shows the whole log of the last run")
     unschedulable = unschedulable_message(pods)
     if unschedulable:
         return Condition("Degraded", "True", "Unschedulable",
@@ -62,7 +60,7 @@ def _progressing(desired: int, sts: Body | None) -> Condition:
     if sts is None:
         return Condition("Progressing", "True", "Creating", "The StatefulSet is being created")
     st = sts.get("status", {})
-    if st.get("observedGeneration", 0) < sts["metadata"].get("generation", 0):
+    if not _sts_observed(sts):
         return Condition("Progressing", "True", "Updating", "The StatefulSet controller has not seen the change yet")
     if st.get("updateRevision") and st.get("currentRevision") != st.get("updateRevision"):
         return Condition("Progressing", "True", "RollingUpdate",
@@ -80,16 +78,24 @@ def _ready(desired: int, sts: Body | None, blocking: list[Problem]) -> Condition
     ready, updated = st.get("readyReplicas", 0), st.get("updatedReplicas", 0)
     if desired == 0:
         return Condition("Ready", "True", "ScaledToZero", "spec.replicas is 0")
+    if sts is not None and not _sts_observed(sts):
+        # Same reason as any other wait for replicas: a reason change would be one more Event per new TGS.
+        return Condition("Ready", "False", "ReplicasNotReady",
+                         f"the StatefulSet controller has not observed generation {sts['metadata'].get('generation')} "
+                         "of the StatefulSet yet; its replica counts describe the previous spec")
     if sts is not None and ready >= desired and updated >= desired:
         return Condition("Ready", "True", "AllReplicasReady", f"{ready}/{desired} replicas ready")
     return Condition("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
 
 
-def build_conditions(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem]) -> list[Condition]:
-    """Ready, Progressing and Degraded, in that order."""
+def build_conditions(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem],
+                     failed_creates: Sequence[FailedCreate] = ()) -> list[Condition]:
+    """Ready, Progressing and Degraded, in that order. failed_creates: the StatefulSet controller's FailedCreate
+    warnings that still hold (events.current_failed_creates)."""
     desired = int(tgs["spec"].get("replicas", 1))
     blocking = [p for p in problems if p.blocking]
-    return [_ready(desired, sts, blocking), _progressing(desired, sts), _degraded(problems, pods)]
+    return [_ready(desired, sts, blocking), _progressing(desired, sts),
+            _degraded(problems, list(failed_creates), pods)]
 
 
 def _merge_conditions(old: list[Body], new: list[Condition], generation: int, now: str) -> list[Body]:
@@ -104,7 +110,8 @@ def _merge_conditions(old: list[Body], new: list[Condition], generation: int, no
     return merged
 
 
-def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem], now: str) -> Body:
+def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem], now: str,
+                 failed_creates: Sequence[FailedCreate] = ()) -> Body:
     """The full status subresource of a TGS."""
     st = (sts or {}).get("status", {})
     generation = int(tgs["metadata"].get("generation", 0))
@@ -112,18 +119,23 @@ def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[P
         "observedGeneration": generation,
         "replicas": int(st.get("replicas", 0)),
         "readyReplicas": int(st.get("readyReplicas", 0)),
-        "updatedReplicas": int(st.get("updatedReplicas", 0)),
+        # Pods on the current spec: unknown (0) until the StatefulSet controller has seen that spec.
+        "updatedReplicas": int(st.get("updatedReplicas", 0)) if _sts_observed(sts) else 0,
         "warmingReplicas": count_warming(pods),
         "selector": selector_string(tgs),
         "endpoint": f"http://{tgs_name(tgs)}.{tgs_namespace(tgs)}.svc:80",
         "conditions": _merge_conditions(tgs.get("status", {}).get("conditions", []),
-                                        build_conditions(tgs, sts, pods, problems), generation, now),
+                                        build_conditions(tgs, sts, pods, problems, failed_creates),
+                                        generation, now),
     }
     for field in ("currentRevision", "updateRevision"):
         if st.get(field):
             status[field] = st[field]
-    if "lastWarmupSeconds" in tgs.get("status", {}):
-        status["lastWarmupSeconds"] = tgs["status"]["lastWarmupSeconds"]
+    warmup = last_warmup_seconds(pods)
+    if warmup is None:      # no Ready pod tells now (all restarting, scaled to zero): keep the last measurement
+        warmup = tgs.get("status", {}).get("lastWarmupSeconds")
+    if warmup is not None:
+        status["lastWarmupSeconds"] = warmup
     return status
 
 

@@ -19,11 +19,16 @@ def sts(replicas: int, ready: int, updated: int, current: str = "r1", update: st
 
 
 def pod(name: str, phase: str = "Running", ready: bool = False, unschedulable: str | None = None) -> dict[str, Any]:
+    """A pod as a kubelet reports it: scheduled and starting (startup probe pending), or ready."""
     conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
     if unschedulable:
         conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                            "message": unschedulable})
-    return {"metadata": {"name": name}, "status": {"phase": phase, "conditions": conditions}}
+    status: dict[str, Any] = {"phase": phase, "conditions": conditions}
+    if phase == "Running":
+        status["containerStatuses"] = [{"name": "server", "ready": ready, "started": ready, "restartCount": 0,
+                                        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
+    return {"metadata": {"name": name}, "status": status}
 
 
 def summary(conditions: list[Any]) -> dict[str, tuple[str, str]]:
@@ -94,3 +99,50 @@ def test_a_fresh_object_starting_normally_makes_no_event(make_tgs: Any) -> None:
     assert build_transitions([], first) == []
     broken = build_status(make_tgs(), None, [], [Problem("SecretNotFound", "create it")], NOW)["conditions"]
     assert [(e.event_type, e.reason) for e in build_transitions([], broken)] == [("Warning", "SecretNotFound")]
+
+
+def test_not_ready_until_the_statefulset_controller_observed_the_change(make_tgs: Any) -> None:
+    """The defect of test_spec_change_rolls_the_pods: right after a spec change is applied, the StatefulSet's
+    status still counts every replica ready and updated, for the previous template."""
+    tgs = make_tgs(replicas=2)
+    tgs["metadata"]["generation"] = 2
+    stale = sts(2, 2, 2, observed=1, generation=2)
+    status = build_status(tgs, stale, [pod("a", ready=True), pod("b", ready=True)], [], NOW)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReplicasNotReady")
+    assert "has not observed generation 2" in ready["message"]
+    assert status["updatedReplicas"] == 0, "no pod is known to run the new spec yet"
+    observed = build_status(tgs, sts(2, 2, 2, observed=2, generation=2), [pod("a", ready=True), pod("b", ready=True)],
+                            [], NOW)
+    assert next(c for c in observed["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_crash_looping_pod_degrades_with_the_containers_last_message(make_tgs: Any) -> None:
+    crashing = pod("demo-1")
+    crashing["status"]["containerStatuses"][0].update({
+        "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                     "message": "ValueError: model has 12 heads, not divisible by --num-shard 5\n"}}})
+    tgs = make_tgs(replicas=2)
+    healthy = build_status(tgs, sts(2, 1, 2), [pod("demo-0", ready=True), pod("demo-1")], [], NOW)
+    status = build_status(tgs, sts(2, 1, 2), [pod("demo-0", ready=True), crashing], [], NOW)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "CrashLoopBackOff")
+    assert "pod demo-1" in degraded["message"] and "not divisible by --num-shard 5" in degraded["message"]
+    assert status["warmingReplicas"] == 0 and healthy["warmingReplicas"] == 1
+    assert [(e.event_type, e.reason) for e in build_transitions(healthy["conditions"], status["conditions"])] == [
+        ("Warning", "CrashLoopBackOff")]
+    back = build_status(tgs, sts(2, 2, 2), [pod("demo-0", ready=True), pod("demo-1", ready=True)], [], LATER)
+    assert ("Normal", "AsExpected") in [(e.event_type, e.reason)
+                                        for e in build_transitions(status["conditions"], back["conditions"])]
+
+
+def test_last_warmup_is_measured_and_kept_when_no_pod_tells(make_tgs: Any) -> None:
+    tgs = make_tgs()
+    ready = pod("demo-0", ready=True)
+    ready["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-01T00:01:15Z"   # started 00:00:00
+    status = build_status(tgs, sts(1, 1, 1), [ready], [], NOW)
+    assert status["lastWarmupSeconds"] == 75.0
+    tgs["status"] = status
+    assert build_status(tgs, sts(1, 0, 1), [pod("demo-0")], [], LATER)["lastWarmupSeconds"] == 75.0
+    assert "lastWarmupSeconds" not in build_status(make_tgs(), sts(1, 0, 1), [pod("demo-0")], [], NOW)
