@@ -148,6 +148,9 @@ def build_container(spec: TGSSpec, config: OperatorConfig) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         **build_probes(spec),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
+        # A launcher that refuses its config exits before writing /dev/termination-log: the kubelet then puts the
+        # log's tail in lastState.terminated.message, which the TGS's Degraded condition shows.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": build_security_context(spec),
         "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
                          {"name": "model-cache", "mountPath": MODEL_CACHE_PATH}],
