@@ -18,7 +18,7 @@ def _config(argv: list[str], env: dict[str, str] | None = None, model: dict | No
 def test_tgi_defaults() -> None:
     config = _config([])
     args = config.args
-    assert (args.model_id, args.port, args.hostname, args.num_shard) == ("bigscience/bloom-560m", 3000, "0.0.0.0", 1)
+    assert (args.model_id, args.port, args.hostname, config.parallel.num_shard) == ("bigscience/bloom-560m", 3000, "0.0.0.0", 1)
     assert (args.max_concurrent_requests, args.waiting_served_ratio, args.max_waiting_tokens) == (128, 0.3, 20)
     assert (args.max_stop_sequences, args.max_top_n_tokens, args.max_batch_size) == (4, 5, None)
     # TGI: max_total = min(max_position_embeddings, 4096), max_input = max_total - 1, prefill = input + 50.
@@ -60,7 +60,7 @@ def test_flag_wins_over_environment() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--num-shard", "2"], "--num-shard 2 is not supported yet"),
+        (["--num-shard", "0"], "--num-shard must be at least 1, got 0"),
         (["--max-input-tokens", "100", "--max-total-tokens", "100"],
          "--max-total-tokens (100) must be greater than --max-input-tokens (100)"),
         (["--max-total-tokens", "2000"], "exceeds the model's max_position_embeddings (1024)"),
@@ -93,5 +93,5 @@ def test_shard_command_line() -> None:
     command = build_shard_command(spec)
     assert command[1:3] == ["-m", "textgen_server.shard"]
     assert command[3:] == ["--model-path", "/m", "--uds-path", "/tmp/s", "--rank", "0", "--world-size", "1",
-                           "--dtype", "float32", "--kv-cache-memory", "1024"]
+                           "--dtype", "float32", "--kv-cache-memory", "1024", "--device", "cpu"]
     assert spec.socket_path == "/tmp/s-0"

@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from textgen_server.devices import DEVICE_CHOICES, OVERRIDE_ENV
+from textgen_server.launcher.parallel import (SINGLE_CPU, ParallelConfig, ParallelConfigError,
+                                              build_parallel_config, visible_cpus)
+
 # TGI's defaults (launcher/src/main.rs): 4096 / 4095 caps on the model's context when the user sets no limit.
 DEFAULT_MAX_TOTAL_TOKENS_CAP = 4096
 PREFILL_HEADROOM_TOKENS = 50
 DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
+# The environment textgen_server.devices reads: the development override and the visible accelerators.
+DEVICE_ENV_VARS = (OVERRIDE_ENV, "CUDA_VISIBLE_DEVICES", "HABANA_VISIBLE_MODULES")
 
 
 class ConfigError(ValueError):
@@ -31,7 +37,7 @@ class LauncherArgs:
     model_id: str
     revision: str | None
     dtype: str | None
-    num_shard: int
+    num_shard: int | None          # None: TGI's default (1, or every visible device with --sharded true)
     max_concurrent_requests: int
     max_stop_sequences: int
     max_top_n_tokens: int
@@ -59,6 +65,12 @@ class LauncherArgs:
     json_output: bool = False
     api_key: str | None = None
     cors_allow_origin: tuple[str, ...] = ()
+    # Tensor parallelism and the device (launcher/parallel.py, textgen_server/devices.py)
+    sharded: bool | None = None
+    device: str = "auto"
+    master_addr: str = "localhost"
+    master_port: int = 29500
+    device_environ: tuple[tuple[str, str], ...] = ()   # the environment devices.py reads (override, visibility)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class LauncherConfig:
     max_input_tokens: int
     max_total_tokens: int
     max_batch_prefill_tokens: int
+    parallel: ParallelConfig = SINGLE_CPU  # shard count, device, rendezvous; set by build_config
 
 
 def parse_bytes(text: str) -> int:
@@ -83,6 +96,14 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean; write true or false")
+
+
 def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return lambda text: None if text == "" else kind(text)
 
@@ -92,7 +113,16 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--model-id", "MODEL_ID", str, "bigscience/bloom-560m", "hub repo id or local model directory"),
     ("--revision", "REVISION", _optional(str), None, "hub revision (commit, branch or tag)"),
     ("--dtype", "DTYPE", _optional(str), None, "float32 | float16 | bfloat16 (default: float32 on CPU)"),
-    ("--num-shard", "NUM_SHARD", int, 1, "shard processes (tensor parallelism); only 1 for now"),
+    ("--num-shard", "NUM_SHARD", _optional(int), None,
+     "shard processes (tensor parallelism, one per device); must divide the model's heads (default: 1, or every "
+     "visible device with --sharded true)"),
+    ("--sharded", "SHARDED", _optional(_parse_bool), None,
+     "true: shard the model (without --num-shard: over every visible device); false: refuse --num-shard > 1"),
+    ("--device", "DEVICE", str, "auto",
+     f"{' | '.join(DEVICE_CHOICES)}: auto = cuda if visible, else hpu, else cpu "
+     f"({OVERRIDE_ENV}=cpu makes any device compute on the CPU, for development nodes)"),
+    ("--master-addr", "MASTER_ADDR", str, "localhost", "torch.distributed rendezvous address of the shards"),
+    ("--master-port", "MASTER_PORT", int, 29500, "torch.distributed rendezvous port of the shards"),
     ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
     ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),
     ("--max-top-n-tokens", "MAX_TOP_N_TOKENS", int, 5, "largest top_n_tokens a request may ask"),
@@ -170,6 +200,9 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> LauncherArgs:
     env_origins = values.pop("_env_origins")
     values["cors_allow_origin"] = _origins(values["cors_allow_origin"] or env_origins)
     token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")
+    if values["device"] not in DEVICE_CHOICES:
+        raise ConfigError(f"--device {values['device']!r} is not one of {', '.join(DEVICE_CHOICES)}")
+    values["device_environ"] = tuple((k, environ[k]) for k in DEVICE_ENV_VARS if k in environ)
     return LauncherArgs(hf_token=token, **values)
 
 
@@ -185,8 +218,13 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
     prefill = args.max_batch_prefill_tokens
     if prefill is None:
         prefill = max_input + PREFILL_HEADROOM_TOKENS
+    try:  # before anything else: a shard count the heads do not divide is refused before weights load
+        parallel = build_parallel_config(args.num_shard, args.sharded, args.device, args.master_addr,
+                                         args.master_port, model_config, dict(args.device_environ), visible_cpus())
+    except ParallelConfigError as error:
+        raise ConfigError(str(error)) from error
     config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
-                            max_total_tokens=max_total, max_batch_prefill_tokens=prefill)
+                            max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel)
     validate(config, max_positions)
     return config
 
@@ -200,9 +238,6 @@ def validate(config: LauncherConfig, max_position_embeddings: int | None) -> Non
 def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
     args = config.args
     problems = []
-    if args.num_shard != 1:
-        problems.append(f"--num-shard {args.num_shard} is not supported yet: tensor parallelism comes in a later "
-                        "release; use --num-shard 1")
     if args.dtype is not None and args.dtype not in DEFAULT_DTYPES:
         problems.append(f"--dtype {args.dtype!r} is not one of {', '.join(DEFAULT_DTYPES)}")
     if config.max_input_tokens < 1:

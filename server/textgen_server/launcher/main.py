@@ -24,6 +24,7 @@ import uvicorn
 
 from textgen_server.launcher.config import ConfigError, LauncherArgs, LauncherConfig, build_config, parse_args
 from textgen_server.launcher.serving import load_tokenizer, start_serving
+from textgen_server.devices import describe
 from textgen_server.launcher.shards import ShardProcess, ShardSpec
 from textgen_server.models.hub import ModelResolveError, resolve_model
 from textgen_server.router.app import Phase, RouterState, build_app
@@ -34,6 +35,9 @@ logger = logging.getLogger("textgen_server.launcher")
 # Time for the last responses' bytes to leave before uvicorn closes connections.
 FINAL_FLUSH_SECONDS = 0.2
 UVICORN_SHUTDOWN_SECONDS = 5
+# After a shard failure the others may be stuck in a collective (deaf to SIGTERM until it times out): kill them
+# soon, so that the pod restarts within seconds.
+BROKEN_SHARD_STOP_SECONDS = 2.0
 
 
 class _Server(uvicorn.Server):
@@ -67,10 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_config(args: LauncherArgs) -> LauncherConfig:
     """Parsed flags + environment -> model resolved once -> defaults from its config.json -> validated config."""
-    model_path = resolve_model(args.model_id, args.revision, args.huggingface_hub_cache, args.hf_token)
+    model_path = resolve_model(args.model_id, args.revision, args.huggingface_hub_cache, args.hf_token,
+                               with_code=args.trust_remote_code)
     with open(model_path / "config.json", encoding="utf-8") as file:
         model_config = json.load(file)
-    return build_config(args, model_path, model_config)
+    config = build_config(args, model_path, model_config)
+    for warning in config.warnings:  # accepted but not applied: said once, loudly
+        logger.warning("%s", warning)
+    return config
 
 
 class Launcher:
@@ -101,7 +109,8 @@ class Launcher:
         finally:
             self.server.should_exit = True
             await _cancel(signalled)
-            await asyncio.gather(*(shard.stop() for shard in self.shards))
+            stop_timeout = BROKEN_SHARD_STOP_SECONDS if self.state.phase == Phase.BROKEN else 10.0
+            await asyncio.gather(*(shard.stop(stop_timeout) for shard in self.shards))
             await asyncio.gather(server_task, return_exceptions=True)
             if self.state.serving is not None:
                 logger.info("batching totals: %s", self.state.serving.batcher.summary())
@@ -115,6 +124,7 @@ class Launcher:
             await _cancel(startup)
             return 0 if signalled in done else _http_failed(server_task)
         if startup.exception() is not None:
+            self.state.phase = Phase.BROKEN
             logger.error("startup failed: %s", startup.exception())
             return 1
         loop_task = startup.result()
@@ -159,11 +169,17 @@ class Launcher:
         return 0
 
     async def _start(self) -> asyncio.Task[None]:
-        args = self.config.args
+        args, parallel = self.config.args, self.config.parallel
         tokenizer_task = asyncio.ensure_future(asyncio.to_thread(load_tokenizer, self.config))
-        for rank in range(args.num_shard):
+        (logger.warning if parallel.device.overridden else logger.info)("%s", describe(parallel.device))
+        logger.info("starting %d shard(s) on %s (%s between ranks), %d CPU thread(s) each", parallel.num_shard,
+                    parallel.device.actual, parallel.device.backend, parallel.threads_per_rank)
+        for rank in range(parallel.num_shard):
             spec = ShardSpec(model_path=self.config.model_path, uds_path=args.shard_uds_path, rank=rank,
-                             world_size=args.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory)
+                             world_size=parallel.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory,
+                             device=parallel.device.actual, master_addr=parallel.master_addr,
+                             master_port=parallel.master_port, num_threads=parallel.threads_per_rank,
+                             join_timeout=args.shard_startup_timeout)
             self.shards.append(await ShardProcess.spawn(spec))
         await asyncio.gather(*(shard.wait_ready(args.shard_startup_timeout) for shard in self.shards))
         sockets = [shard.spec.socket_path for shard in self.shards]

@@ -65,7 +65,7 @@ def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -
                 max_batch_prefill_tokens=config.max_batch_prefill_tokens,
                 waiting_served_ratio=args.waiting_served_ratio, max_waiting_tokens=args.max_waiting_tokens,
                 max_batch_size=args.max_batch_size, max_best_of=args.max_best_of,
-                max_client_batch_size=args.max_client_batch_size, version=_version())
+                max_client_batch_size=args.max_client_batch_size, num_shard=model.num_shards, version=_version())
 
 
 def _version() -> str:
@@ -79,7 +79,9 @@ def load_tokenizer(config: LauncherConfig):  # type: ignore[no-untyped-def]
     # transformers is imported here only: it is heavy, and config-only paths (tests, --help) do not need it.
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(config.model_path))
+    # --trust-remote-code lets a repository's custom tokenizer class run; the model never runs repository code
+    # (models/registry.py maps model_type to a built-in class).
+    return AutoTokenizer.from_pretrained(str(config.model_path), trust_remote_code=config.args.trust_remote_code)
 
 
 async def start_serving(config: LauncherConfig, state: RouterState, socket_paths: list[str],

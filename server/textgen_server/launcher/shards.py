@@ -36,6 +36,11 @@ class ShardSpec:
     world_size: int
     dtype: str | None
     kv_cache_memory: int | None
+    device: str = "cpu"            # the actual device (devices.resolve_device), never "auto"
+    master_addr: str = "localhost"
+    master_port: int = 29500
+    num_threads: int | None = None  # torch intra-op threads of this rank (None: torch's default)
+    join_timeout: float = 600.0     # seconds the ranks wait for each other at the rendezvous
 
     @property
     def socket_path(self) -> str:
@@ -50,7 +55,30 @@ def build_shard_command(spec: ShardSpec) -> list[str]:
         command += ["--dtype", spec.dtype]
     if spec.kv_cache_memory is not None:
         command += ["--kv-cache-memory", str(spec.kv_cache_memory)]
+    command += ["--device", spec.device]
+    if spec.world_size > 1:
+        command += ["--master-addr", spec.master_addr, "--master-port", str(spec.master_port),
+                    "--join-timeout", str(spec.join_timeout)]
+    if spec.num_threads is not None:
+        command += ["--num-threads", str(spec.num_threads)]
     return command
+
+
+def build_shard_environ(spec: ShardSpec, environ: dict[str, str]) -> dict[str, str]:
+    """The shard's environment: the launcher's, plus what keeps the ranks' traffic on the loopback interface.
+
+    gloo binds to the address the host name resolves to unless told an interface; in a pod that is the pod IP,
+    which is right across nodes but not for ranks that meet on a loopback master address (one pod, one host)."""
+    env = dict(environ)
+    if spec.world_size > 1 and spec.device == "cpu" and _is_loopback(spec.master_addr):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    if spec.num_threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(spec.num_threads))  # OpenMP pools outside torch's own setting
+    return env
+
+
+def _is_loopback(address: str) -> bool:
+    return address in ("localhost", "::1") or address.startswith("127.")
 
 
 def _die_with_parent() -> None:
@@ -75,6 +103,7 @@ class ShardProcess:
         command = build_shard_command(spec)
         logger.info("starting shard %d: %s", spec.rank, " ".join(command))
         process = await asyncio.create_subprocess_exec(*command, start_new_session=True,
+                                                       env=build_shard_environ(spec, dict(os.environ)),
                                                        preexec_fn=_die_with_parent)
         return cls(spec, process)
 

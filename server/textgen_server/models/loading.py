@@ -13,11 +13,15 @@ from textgen_server.models.attention import register_paged_attention
 from textgen_server.models.hub import check_checkpoint_dir
 from textgen_server.models.kv_cache import BLOCK_SIZE, KVCacheShape
 from textgen_server.models.registry import model_class_for
+from textgen_server.models.sharded_loading import build_sharded_model
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
+    # Not a serving dtype (the launcher's --dtype does not offer it): float64 checkpoints, such as the test models
+    # that compare tensor-parallel output with transformers exactly, run as stored with --dtype auto.
+    "float64": torch.float64,
 }
 
 
@@ -30,31 +34,42 @@ class LoadedModel:
     dtype: torch.dtype
     eos_token_ids: list[int]
     sliding_window: int | None
+    world_size: int = 1  # tensor-parallel ranks: this rank holds 1/world_size of the KV heads
 
     def kv_cache_shape(self, block_size: int = BLOCK_SIZE) -> KVCacheShape:
         """The KV cache geometry this model needs."""
         config = self.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return KVCacheShape(config.num_hidden_layers, config.num_key_value_heads, head_dim, block_size, self.dtype)
+        num_kv_heads = (config.num_key_value_heads or config.num_attention_heads) // self.world_size
+        return KVCacheShape(config.num_hidden_layers, num_kv_heads, head_dim, block_size, self.dtype)
 
 
-def load_model(path: str | Path, dtype: str = "auto", device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(path: str | Path, dtype: str = "auto", device: str | torch.device = "cpu", rank: int = 0,
+               world_size: int = 1) -> LoadedModel:
     """Load the safetensors checkpoint at `path` in `dtype` ("float32", "bfloat16", "float16" or "auto":
-    the checkpoint's own dtype, float32 when it names none) onto `device`, with paged attention."""
+    the checkpoint's own dtype, float32 when it names none) onto `device`, with paged attention.
+
+    With world_size > 1 only rank `rank`'s tensor-parallel slices are read (models/tp.py); the process group
+    must be initialised before the model runs."""
     path = check_checkpoint_dir(Path(path), str(path))
     raw_config = json.loads((path / "config.json").read_text())
     model_class = model_class_for(raw_config.get("model_type", "<missing>"))
     torch_dtype = resolve_dtype(dtype, raw_config)
-    model = model_class.from_pretrained(
-        path, dtype=torch_dtype, attn_implementation=register_paged_attention(), use_safetensors=True
-    )
-    model = model.to(device).eval()
+    if world_size > 1:
+        model = build_sharded_model(model_class, path, torch_dtype, torch.device(device),
+                                    register_paged_attention(), rank, world_size)
+    else:
+        model = model_class.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=register_paged_attention(), use_safetensors=True
+        )
+        model = model.to(device).eval()
     return LoadedModel(
         model=model,
         config=model.config,
         dtype=torch_dtype,
         eos_token_ids=read_eos_token_ids(path, raw_config),
         sliding_window=sliding_window_of(model.config),
+        world_size=world_size,
     )
 
 

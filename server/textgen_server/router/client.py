@@ -1,12 +1,16 @@
 """The router's gRPC client for its shards (grpc.aio over unix sockets).
 
-With several shards (tensor parallelism, later) every call goes to all of them at once and rank 0's answer is
-used, as in TGI's sharded client. Conversion between protocol dataclasses and protobuf lives in
+With several shards (tensor parallelism) every call goes to all of them at once, as in TGI's sharded client:
+each rank runs the same step on its slice of the model (the ranks' collectives need every one of them), and
+rank 0's answer is used. The ranks cannot drift apart: the tokens a step computes come from the router's
+StepItems (rank 0's samples), never from a rank's own sampling. Warmup is the exception that reads every
+answer: the KV budget is the smallest any rank could allocate. Conversion between protocol dataclasses and protobuf lives in
 textgen_server.shard.convert, shared with the servicer so both ends agree by construction.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -43,14 +47,23 @@ class ShardClient:
         return cls(channels)
 
     async def info(self) -> ModelInfo:
-        return convert.model_info_from_pb(await self._all(lambda stub: stub.Info(pb.InfoRequest())))
+        """Rank 0's model facts, after checking that the ranks are the group the router connected to."""
+        answers = [convert.model_info_from_pb(a) for a in await self._answers(lambda s: s.Info(pb.InfoRequest()))]
+        for index, info in enumerate(answers):
+            if info.rank != index or info.num_shards != len(answers):
+                raise RuntimeError(f"socket {index} is rank {info.rank} of {info.num_shards} shards, expected rank "
+                                   f"{index} of {len(answers)}: a stale shard from another launch holds it")
+        return answers[0]
 
     async def health(self) -> None:
         await self._all(lambda stub: stub.Health(pb.HealthRequest()))
 
     async def warmup(self, spec: WarmupSpec) -> WarmupResult:
         request = convert.warmup_spec_to_pb(spec)
-        return convert.warmup_result_from_pb(await self._all(lambda stub: stub.Warmup(request)))
+        results = [convert.warmup_result_from_pb(a) for a in await self._answers(lambda s: s.Warmup(request))]
+        # Block ids below the smallest count exist on every rank.
+        smallest = min(results, key=lambda result: result.num_blocks)
+        return dataclasses.replace(smallest, duration_seconds=max(r.duration_seconds for r in results))
 
     async def step(self, items: list[StepItem], is_prefill: bool) -> list[Generation]:
         """One forward step on every shard: Prefill when any item is a prompt chunk, else Decode."""
@@ -73,5 +86,7 @@ class ShardClient:
         await asyncio.gather(*(channel.close() for channel in self._channels))
 
     async def _all(self, call: Callable[[Any], Awaitable[T]]) -> T:
-        answers = await asyncio.gather(*(call(stub) for stub in self._stubs))
-        return answers[0]
+        return (await self._answers(call))[0]
+
+    async def _answers(self, call: Callable[[Any], Awaitable[T]]) -> list[T]:
+        return list(await asyncio.gather(*(call(stub) for stub in self._stubs)))

@@ -140,6 +140,7 @@ class Info(BaseModel):
     validation_workers: int = 1
     max_client_batch_size: int = 1
     router: str = "textgen-router"
+    num_shard: int = 1  # an extension: the shard processes (tensor-parallel ranks) serving the model
     version: str
     sha: str | None = None
     docker_label: str | None = None

@@ -18,6 +18,7 @@ from types import FrameType
 
 import grpc
 
+from textgen_server.devices import DEVICES
 from textgen_server.pb import shard_pb2_grpc as pb_grpc
 
 logger = logging.getLogger("textgen_server.shard")
@@ -38,6 +39,10 @@ class ShardConfig:
     dtype: str
     device: str
     kv_cache_memory: int | None
+    master_addr: str = "localhost"
+    master_port: int = 29500
+    num_threads: int | None = None
+    join_timeout: float = 600.0
 
     @property
     def socket_path(self) -> str:
@@ -52,25 +57,38 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
     parser.add_argument("--rank", type=int, default=0)
     parser.add_argument("--world-size", type=int, default=1)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default="cpu", help="torch device type (cpu now; cuda/hpu backends later)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
+                        help="torch device type, resolved by the launcher (textgen_server/devices.py)")
     parser.add_argument("--kv-cache-memory", type=int, default=None,
                         help="default KV cache bytes when Warmup passes none (CPU default: 1 GiB)")
+    parser.add_argument("--master-addr", default="localhost", help="rendezvous address of the ranks (world size > 1)")
+    parser.add_argument("--master-port", type=int, default=29500, help="rendezvous port (rank 0 serves it)")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads of this rank")
+    parser.add_argument("--join-timeout", type=float, default=600.0,
+                        help="seconds to wait for every rank to reach the rendezvous")
     args = parser.parse_args(argv)
+    if not 0 <= args.rank < args.world_size:
+        parser.error(f"--rank {args.rank} must be in [0, --world-size {args.world_size})")
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
-                       args.kv_cache_memory)
+                       args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout)
 
 
 def serve(config: ShardConfig) -> None:
     """Load the model, listen on the socket, block until SIGTERM/SIGINT."""
+    from textgen_server.shard.distributed import init_process_group, select_device, set_num_threads
     from textgen_server.shard.runner import ModelRunner
     from textgen_server.shard.servicer import ErrorMappingInterceptor, ShardServicer
     from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES
 
-    runner = ModelRunner(config.model_path, config.dtype, config.device, config.rank, config.world_size,
+    set_num_threads(config.num_threads)
+    device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
+    init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
+                       config.join_timeout)
+    runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
                          default_kv_cache_bytes=config.kv_cache_memory or DEFAULT_CPU_KV_CACHE_BYTES)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(fatal_internal=config.world_size > 1)],
         options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
     )
@@ -105,4 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter teardown: after a SIGTERM a gRPC worker thread may still be blocked in a collective whose
+    # peer is gone, and joining it would keep a dead group's rank alive.
+    os._exit(code)

@@ -37,7 +37,7 @@ class ModelRunner:
     ) -> None:
         self.default_kv_cache_bytes = default_kv_cache_bytes  # used when Warmup names no memory budget
         self.device = torch.device(device)
-        self.loaded: LoadedModel = load_model(model_path, dtype, self.device)
+        self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
         self.rank, self.world_size = rank, world_size
         self.kernel = select_kernel(self.device.type)
         self.cache: PagedKVCache | None = None

@@ -6,6 +6,7 @@ the status details, so the router can log or return it as is.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +40,14 @@ def status_code_for(error: BaseException) -> grpc.StatusCode:
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Turns exceptions raised by unary handlers into aborts with a status code and the message."""
+    """Turns exceptions raised by unary handlers into aborts with a status code and the message.
+
+    With `fatal_internal` (tensor parallelism) an unexpected error ends the process instead: the ranks' group is
+    broken (a peer died, a collective timed out) or this rank may have stopped mid-step while the others went
+    on, and only a restart of every rank recovers; the launcher sees the exit and stops the rest."""
+
+    def __init__(self, fatal_internal: bool = False) -> None:
+        self.fatal_internal = fatal_internal
 
     def intercept_service(self, continuation: Callable[..., Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
@@ -54,6 +62,10 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                 code = status_code_for(error)
                 if code == grpc.StatusCode.INTERNAL:
                     logger.exception("%s failed", handler_call_details.method)
+                    if self.fatal_internal:
+                        logger.critical("exiting: a tensor-parallel rank cannot continue after %s", error)
+                        logging.shutdown()
+                        os._exit(1)
                 context.abort(code, f"{type(error).__name__}: {error}")
 
         return grpc.unary_unary_rpc_method_handler(

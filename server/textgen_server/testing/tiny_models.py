@@ -114,22 +114,26 @@ def build_tiny_config(arch: str, tokenizer: PreTrainedTokenizerBase, **overrides
     return ARCH_CONFIGS[arch](**fields)
 
 
-def build_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, **overrides: Any) -> Path:
+def build_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, dtype: str = "float32",
+                     tokenizer_vocab_size: int = 768, **overrides: Any) -> Path:
     """Write a random-weight `arch` model ("llama", "mistral" or "qwen2") with its tokenizer into `path`.
 
     `overrides` replace config fields (e.g. `sliding_window=16`, `num_hidden_layers=4`, `hidden_size=512`).
-    Returns the directory. The same (arch, seed, overrides) always gives the same files' contents.
+    `dtype` is the stored (and, with --dtype auto, served) dtype: "float64" makes comparisons whose summation
+    order differs (tensor parallelism) exact for all practical purposes. `tokenizer_vocab_size` sizes the BPE
+    vocabulary, hence the model's (e.g. 765 for a vocabulary no shard count divides).
+    Returns the directory. The same (arch, seed, dtype, sizes, overrides) always gives the same files' contents.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    build_tiny_tokenizer(add_bos=ADDS_BOS.get(arch, True)).save_pretrained(path)
+    build_tiny_tokenizer(vocab_size=tokenizer_vocab_size, add_bos=ADDS_BOS.get(arch, True)).save_pretrained(path)
     _pin_tokenizer_class(path)
     # Size the model to the tokenizer as transformers loads it for this model type: for some types (qwen2) it
     # picks the family's own class, which may add a special token.
     (path / "config.json").write_text(json.dumps({"model_type": arch}))
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = build_tiny_config(arch, tokenizer, **overrides)
-    model = _build_random_model(config, seed)
+    model = _build_random_model(config, seed).to(getattr(torch, dtype))
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.bos_token_id = config.bos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
