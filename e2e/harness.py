@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import kubernetes.client
 import kubernetes.config
+import urllib3
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +55,8 @@ class Cluster:
         return proc
 
     def api_client(self) -> kubernetes.client.ApiClient:
-        """A fresh `kubernetes` client authenticated as the cluster admin."""
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        """A fresh `kubernetes` client authenticated as the cluster admin; it honours 429 (throttle_aware_client)."""
+        return throttle_aware_client(self.kubeconfig)
 
     def audit_events(self, since: float | None = None) -> list[dict[str, Any]]:
         """The audit log parsed, oldest first; each entry has user.username, verb, objectRef,
@@ -68,6 +69,19 @@ class Cluster:
         if since is None:
             return events
         return [e for e in events if _stamp(e["requestReceivedTimestamp"]) >= since]
+
+
+def throttle_aware_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    """A `kubernetes` client that sends a request again when the API server answers 429 Too Many Requests,
+    after its Retry-After, as client-go (and so kubectl) does; the python client by itself raises. Right after a
+    CRD is installed its storage answers 429 "storage is (re)initializing" for a moment. Read errors are not
+    retried (a POST may have landed)."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    config.retries = urllib3.Retry(total=10, connect=3, read=0, redirect=0, other=0, status=10,
+                                   status_forcelist=(429,), allowed_methods=None, respect_retry_after_header=True,
+                                   backoff_factor=0.5, raise_on_status=False)
+    return kubernetes.client.ApiClient(config)
 
 
 def _stamp(value: str) -> float:

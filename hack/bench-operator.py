@@ -20,6 +20,10 @@ saturated by the burst, the baseline shows the floor that no operator design can
 
 Usage: hack/cluster up && .venv/bin/python hack/bench-operator.py [--count 200] [--steady-seconds 60]
 Pods are simulated by kwok (nothing runs in them).
+
+Every request honours the API server's HTTP 429 / Retry-After (right after the CRD is installed, its storage
+answers 429 "storage is (re)initializing" for a moment): the baseline reactor watches through the operator's own
+kube.Kube.follow, the bench's own calls through a kubernetes client whose urllib3 retries 429.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from typing import Any
 import kopf
 import kubernetes.client
 import kubernetes.config
+import urllib3
 
 from textgen_operator.builders import build_desired
 from textgen_operator.config import OperatorConfig
@@ -131,11 +136,22 @@ def steady_writes(since: float) -> list[dict[str, Any]]:
 
 # --- the phases ------------------------------------------------------------------------------------------------
 
+def throttle_aware_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    """A kubernetes client that sends a request again when the API server answers 429 (after Retry-After, as
+    client-go does; the python client by itself raises). Read errors are not retried: a POST may have landed."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    config.retries = urllib3.Retry(total=10, connect=3, read=0, redirect=0, other=0, status=10,
+                                   status_forcelist=(429,), allowed_methods=None, respect_retry_after_header=True,
+                                   backoff_factor=0.5, raise_on_status=False)
+    return kubernetes.client.ApiClient(config)
+
+
 class Cluster:
     """The bench's own clients and namespaces."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        client = throttle_aware_client(kubeconfig)
         self.core = kubernetes.client.CoreV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
 
@@ -184,9 +200,10 @@ class Cluster:
                        for c in i.get("status", {}).get("conditions", [])) for i in items)
 
 
-def baseline_reactor(namespace: str, stop: threading.Event, write: str) -> None:
+def baseline_reactor(namespace: str, stop: threading.Event, write: str, errors: list[BaseException]) -> None:
     """Watches TGSs and writes each one's StatefulSet (server-side apply, or a plain create): the least any
-    operator must do."""
+    operator must do. The watch is kube.Kube.follow (429 waited out, resumed when the server ends it); an error
+    that ends the reactor lands in `errors`, so the bench stops at once instead of waiting for its timeout."""
     config = OperatorConfig()
 
     async def react(tgs: dict[str, Any], kube: Kube) -> None:
@@ -198,31 +215,42 @@ def baseline_reactor(namespace: str, stop: threading.Event, write: str) -> None:
         settings = kopf.OperatorSettings()
         kube = Kube(kopf.login_with_kubeconfig(settings=settings), max_connections=config.max_requests_in_flight)
         tasks: set[asyncio.Task[None]] = set()
+        seen: set[str] = set()          # a re-list repeats objects as ADDED: one write per TGS all the same
         try:
-            async for kind, obj in kube.watch("textgen.dev/v1alpha1/TextGenerationService", namespace):
-                if kind == "ADDED":
+            async for kind, obj in kube.follow("textgen.dev/v1alpha1/TextGenerationService", namespace):
+                if stop.is_set():
+                    break
+                if kind == "ADDED" and obj["metadata"]["name"] not in seen:
+                    seen.add(obj["metadata"]["name"])
                     task = asyncio.create_task(react(obj, kube))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                if stop.is_set():
-                    break
         finally:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    errors.append(result)
             await kube.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except BaseException as error:
+        errors.append(error)
 
 
 def run_baseline(args: argparse.Namespace, cluster: Cluster, since: float) -> dict[str, Any]:
     namespace = cluster.new_namespace("bench-baseline")
     stop = threading.Event()
-    reactor = threading.Thread(target=baseline_reactor, args=(namespace, stop, args.baseline_write), daemon=True)
+    errors: list[BaseException] = []
+    reactor = threading.Thread(target=baseline_reactor, args=(namespace, stop, args.baseline_write, errors),
+                               daemon=True)
     reactor.start()
     time.sleep(2)                      # the watch is open
     try:
         cluster.create_all(namespace, args.count)
         deadline = time.monotonic() + args.timeout
         while len(latencies(since, namespace)[0]) < args.count:
+            if errors or not reactor.is_alive():
+                raise SystemExit(f"baseline: the reactor stopped: {errors[0] if errors else 'without an error'}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"baseline: not every StatefulSet exists after {args.timeout} s")
             time.sleep(1)
@@ -307,6 +335,10 @@ def install_missing_crds(kubeconfig: Path) -> list[Path]:
             if applied.returncode != 0:
                 raise SystemExit(f"kubectl apply -f {crd} failed: {applied.stderr}")
             installed.append(crd)
+            # Served only once Established; even then its storage may answer 429 for a moment (retried).
+            established = kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
+            if established.returncode != 0:
+                raise SystemExit(f"CRD {crd.name} not Established within 60 s: {established.stderr}")
     return installed
 
 
