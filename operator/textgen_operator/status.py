@@ -80,9 +80,10 @@ def _ready(desired: int, sts: Body | None, blocking: list[Problem]) -> Condition
         return Condition("Ready", "True", "ScaledToZero", "spec.replicas is 0")
     if sts is not None and not _sts_observed(sts):
         # Same reason as any other wait for replicas: a reason change would be one more Event per new TGS.
+        before = "; its replica counts describe the previous spec" if st.get("observedGeneration") else ""
         return Condition("Ready", "False", "ReplicasNotReady",
                          f"the StatefulSet controller has not observed generation {sts['metadata'].get('generation')} "
-                         "of the StatefulSet yet; its replica counts describe the previous spec")
+                         f"of the StatefulSet yet{before}")
     if sts is not None and ready >= desired and updated >= desired:
         return Condition("Ready", "True", "AllReplicasReady", f"{ready}/{desired} replicas ready")
     return Condition("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
