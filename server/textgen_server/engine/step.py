@@ -19,9 +19,11 @@ class SchedulerConfig:
     block_size: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_prefill_tokens", "max_batch_total_tokens", "block_size", "max_waiting_tokens"):
+        for name in ("max_batch_prefill_tokens", "max_batch_total_tokens", "block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SchedulerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_waiting_tokens < 0:  # 0 is TGI's "waiting requests may join at every step"
+            raise ValueError(f"SchedulerConfig.max_waiting_tokens must be >= 0, got {self.max_waiting_tokens}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError(f"SchedulerConfig.max_batch_size must be >= 1 or None, got {self.max_batch_size}")
         if self.waiting_served_ratio < 0:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from textgen_server.devices import DEVICE_CHOICES, OVERRIDE_ENV
+from textgen_server.launcher import tgi_env
 from textgen_server.launcher.parallel import (SINGLE_CPU, ParallelConfig, ParallelConfigError,
                                               build_parallel_config, visible_cpus)
 
@@ -71,6 +72,11 @@ class LauncherArgs:
     master_addr: str = "localhost"
     master_port: int = 29500
     device_environ: tuple[tuple[str, str], ...] = ()   # the environment devices.py reads (override, visibility)
+    # TGI's model flags: honoured (trust_remote_code) or refused by name in validate (quantize, speculate > 0)
+    quantize: str | None = None
+    speculate: int | None = None
+    trust_remote_code: bool = False
+    device_env_names: tuple[str, ...] = ()   # accelerator runtime variables set (tgi_env.DEVICE_ENV)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class LauncherConfig:
     max_total_tokens: int
     max_batch_prefill_tokens: int
     parallel: ParallelConfig = SINGLE_CPU  # shard count, device, rendezvous; set by build_config
+    warnings: tuple[str, ...] = ()         # accepted but not applied here; the launcher logs each as a WARNING
 
 
 def parse_bytes(text: str) -> int:
@@ -123,6 +130,10 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
      f"({OVERRIDE_ENV}=cpu makes any device compute on the CPU, for development nodes)"),
     ("--master-addr", "MASTER_ADDR", str, "localhost", "torch.distributed rendezvous address of the shards"),
     ("--master-port", "MASTER_PORT", int, 29500, "torch.distributed rendezvous port of the shards"),
+    ("--quantize", "QUANTIZE", _optional(str), None,
+     f"TGI's quantization methods ({', '.join(tgi_env.TGI_QUANTIZE_METHODS)}): none is implemented yet, each is "
+     "refused by name"),
+    ("--speculate", "SPECULATE", _optional(int), None, "speculative tokens per step: not implemented yet, only 0"),
     ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
     ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),
     ("--max-top-n-tokens", "MAX_TOP_N_TOKENS", int, 5, "largest top_n_tokens a request may ask"),
@@ -157,8 +168,9 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The argparse parser; each default comes from the flag's environment variable when that is set."""
+    # No abbreviations (as TGI's clap): `--max-input 5` must not quietly mean --max-input-tokens.
     parser = argparse.ArgumentParser(prog="textgen-launcher", description="Serve a text-generation model "
-                                     "(TGI-compatible HTTP API) with continuous batching.")
+                                     "(TGI-compatible HTTP API) with continuous batching.", allow_abbrev=False)
     for flag, env, kind, default, help_text in _FLAGS:
         env_value = environ.get(env)
         value = kind(env_value) if env_value is not None else default
@@ -166,6 +178,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     disable_env = environ.get("DISABLE_PREFIX_CACHING", "").lower() in ("1", "true", "yes")
     parser.add_argument("--disable-prefix-caching", action="store_true", default=disable_env,
                         help="turn off the KV prefix cache [env: DISABLE_PREFIX_CACHING]")
+    trust_env = environ.get("TRUST_REMOTE_CODE", "").lower() in ("1", "true", "yes")
+    parser.add_argument("--trust-remote-code", action="store_true", default=trust_env,
+                        help="let the tokenizer run code from the model repository (the model itself always runs "
+                        "a built-in architecture) [env: TRUST_REMOTE_CODE]")
     _add_ops_flags(parser, environ)
     return parser
 
@@ -192,10 +208,17 @@ def _origins(values: list[str]) -> tuple[str, ...]:
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> LauncherArgs:
     """Reads flags (which win) and environment variables (TGI's names) into LauncherArgs."""
     try:
-        namespace = build_parser(environ).parse_args(list(argv))
+        parser = build_parser(environ)
+        namespace = parser.parse_args(list(argv))
     except ValueError as error:  # a bad environment value; argparse handles bad flags itself
         raise ConfigError(f"an environment variable has an invalid value: {error}") from error
+    refused = tgi_env.refused_environment(environ, tgi_env.honoured_environment(parser))
+    refused += [f"{flag} is given more than once (only the last would count); give it once"
+                for flag in tgi_env.repeated_flags(argv, ["--cors-allow-origin"])]
+    if refused:
+        raise ConfigError("; ".join(refused))
     values = vars(namespace)
+    values["device_env_names"] = tuple(name for name in tgi_env.DEVICE_ENV if name in environ)
     # The flag, when given, replaces the environment's list rather than adding to it.
     env_origins = values.pop("_env_origins")
     values["cors_allow_origin"] = _origins(values["cors_allow_origin"] or env_origins)
@@ -224,9 +247,18 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
     except ParallelConfigError as error:
         raise ConfigError(str(error)) from error
     config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
-                            max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel)
+                            max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel,
+                            warnings=_device_env_warnings(args, parallel.device.actual))
     validate(config, max_positions)
     return config
+
+
+def _device_env_warnings(args: LauncherArgs, device: str) -> tuple[str, ...]:
+    unapplied = tgi_env.unapplied_device_environment(args.device_env_names, device)
+    if not unapplied:
+        return ()
+    return (f"{', '.join(unapplied)} set but not applied: they configure another device's runtime, and the "
+            f"shards run on {device}",)
 
 
 def validate(config: LauncherConfig, max_position_embeddings: int | None) -> None:
@@ -237,7 +269,7 @@ def validate(config: LauncherConfig, max_position_embeddings: int | None) -> Non
 
 def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
     args = config.args
-    problems = []
+    problems = _tgi_model_problems(args)
     if args.dtype is not None and args.dtype not in DEFAULT_DTYPES:
         problems.append(f"--dtype {args.dtype!r} is not one of {', '.join(DEFAULT_DTYPES)}")
     if config.max_input_tokens < 1:
@@ -261,13 +293,26 @@ def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
     return problems
 
 
+def _tgi_model_problems(args: LauncherArgs) -> list[str]:
+    problems = []
+    if args.quantize is not None:
+        unknown = "" if args.quantize in tgi_env.TGI_QUANTIZE_METHODS else " (nor is it one of TGI's methods)"
+        problems.append(f"--quantize {args.quantize} is not implemented: this server has no quantization method "
+                        f"yet{unknown}; remove --quantize (QUANTIZE) and serve the model unquantized in --dtype")
+    if args.speculate is not None and args.speculate != 0:
+        problems.append(f"--speculate {args.speculate} is not implemented: speculative decoding is not supported "
+                        "yet; remove --speculate (SPECULATE) or set it to 0")
+    return problems
+
+
 def _positive_problems(args: LauncherArgs) -> list[str]:
     checks = {"--max-concurrent-requests": args.max_concurrent_requests, "--max-batch-size": args.max_batch_size,
               "--max-best-of": args.max_best_of, "--max-client-batch-size": args.max_client_batch_size,
-              "--payload-limit": args.payload_limit,
-              "--max-waiting-tokens": args.max_waiting_tokens, "--kv-cache-memory": args.kv_cache_memory}
+              "--payload-limit": args.payload_limit, "--kv-cache-memory": args.kv_cache_memory}
     problems = [f"{flag} must be positive, got {value}" for flag, value in checks.items()
                 if value is not None and value <= 0]
+    if args.max_waiting_tokens < 0:  # 0 is TGI's "admit waiting requests at every step"
+        problems.append(f"--max-waiting-tokens must be >= 0, got {args.max_waiting_tokens}")
     if args.waiting_served_ratio < 0:
         problems.append(f"--waiting-served-ratio must be >= 0, got {args.waiting_served_ratio}")
     if not 0 < args.port < 65536:

@@ -30,11 +30,13 @@ def resolve_model(
     cache_dir: str | Path | None = None,
     token: str | None = None,
     local_files_only: bool = False,
+    with_code: bool = False,
 ) -> Path:
     """Return a local directory holding `model_id`'s config.json, *.safetensors and tokenizer files.
 
     A local directory is returned as is (after checks). Anything else is a hub repo id, downloaded with
-    huggingface_hub.snapshot_download into `cache_dir` (None: the hub's default cache) at `revision`.
+    huggingface_hub.snapshot_download into `cache_dir` (None: the hub's default cache) at `revision`; with
+    `with_code` (--trust-remote-code) the repository's *.py files too, for a custom tokenizer class.
     Raises ModelResolveError with an actionable message when the checkpoint cannot be used.
     """
     local = Path(model_id).expanduser()
@@ -45,7 +47,7 @@ def resolve_model(
             f"model directory {model_id!r} does not exist; pass an existing local directory or a hub repo id "
             "such as 'meta-llama/Llama-3.2-1B' to --model-id"
         )
-    snapshot = _download(model_id, revision, cache_dir, token, local_files_only)
+    snapshot = _download(model_id, revision, cache_dir, token, local_files_only, with_code)
     # allow_patterns skipped any pickle weights, so ask the hub what the repo has to explain a miss.
     has_weights = any(snapshot.glob("*.safetensors"))
     hub_file_names = None if has_weights or local_files_only else _list_repo_files(model_id, revision, token)
@@ -80,7 +82,8 @@ def _looks_like_path(model_id: str) -> bool:
 
 
 def _download(
-    model_id: str, revision: str | None, cache_dir: str | Path | None, token: str | None, local_files_only: bool
+    model_id: str, revision: str | None, cache_dir: str | Path | None, token: str | None, local_files_only: bool,
+    with_code: bool = False,
 ) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -92,7 +95,7 @@ def _download(
                 revision=revision,
                 cache_dir=cache_dir,
                 token=token,
-                allow_patterns=HUB_ALLOW_PATTERNS,
+                allow_patterns=HUB_ALLOW_PATTERNS + (["*.py"] if with_code else []),
                 local_files_only=local_files_only,
             )
         )
