@@ -104,6 +104,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime = _runtime(memo)
         for watcher in runtime.watchers:
             watcher.cancel()
+        await asyncio.gather(*runtime.watchers, return_exceptions=True)
         if runtime.queue is not None:
             await runtime.queue.drain()
         if runtime.kube is not None:
