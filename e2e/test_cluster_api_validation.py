@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import kubernetes.client
 import pytest
+import yaml
 
-from e2e.harness import Cluster, apply_yaml, wait_for
+from e2e.harness import REPO_ROOT, Cluster, apply_yaml, wait_for
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -96,3 +98,76 @@ spec:
     message = str(err.value)
     assert "spec.replicas: Invalid value: -1: must be greater than or equal to 0" in message, message
     assert "`selector` does not match template `labels`" in message, message
+
+
+# The TextGenerationService CRD itself, under a group of its own (so that it never collides with the chart's CRD
+# that other modules install in the same session cluster): every CEL rule and pattern, on the real API server.
+TGS_GROUP = "validation.e2e.textgen.dev"
+
+
+def tgs_crd_copy() -> str:
+    crd = yaml.safe_load((REPO_ROOT / "crds" / "textgen.dev_textgenerationservices.yaml").read_text())
+    crd["metadata"] = {"name": f"{crd['spec']['names']['plural']}.{TGS_GROUP}"}
+    crd["spec"]["group"] = TGS_GROUP
+    for key in ("shortNames", "categories"):     # `tgs` belongs to the real CRD
+        crd["spec"]["names"].pop(key, None)
+    return str(yaml.safe_dump(crd))
+
+
+@pytest.fixture(scope="module")
+def tgs_crd(cluster: Cluster) -> Iterator[None]:
+    name = f"textgenerationservices.{TGS_GROUP}"
+    cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-", input=tgs_crd_copy())
+    ext = kubernetes.client.ApiextensionsV1Api(cluster.api_client())
+    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                         for c in (ext.read_custom_resource_definition(name).status.conditions or [])),
+             30, "the TGS CRD copy Established")
+    yield
+    cluster.kubectl("delete", "crd", name, "--wait=false")
+
+
+def tgs(name: str, **spec: Any) -> str:
+    body = {"apiVersion": f"{TGS_GROUP}/v1alpha1", "kind": "TextGenerationService", "metadata": {"name": name},
+            "spec": {"model": {"id": "org/model"}, "accelerator": {"type": "cpu"}, **spec}}
+    return str(yaml.safe_dump(body))
+
+
+@pytest.mark.usefixtures("tgs_crd")
+@pytest.mark.parametrize("spec", [
+    {"speculate": 0},
+    {"limits": {"maxWaitingTokens": 0, "waitingServedRatio": 0}},
+    {"kvCacheMemory": "512Mi"},
+    {"kvCacheMemory": "1.5Gi"},
+    {"accelerator": {"type": "gaudi", "count": 8}, "gaudi": {"batchBucketSize": 8}},
+    {"model": {"id": "org/model", "trustRemoteCode": True, "dtype": "bfloat16"}},
+], ids=["speculate-0", "zero-limits", "kv-mi", "kv-fraction", "gaudi-8", "trust-remote-code"])
+def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace: str, spec: dict[str, Any]) -> None:
+    [obj] = apply_yaml(cluster, tgs("ok", **spec), namespace)
+    assert obj["spec"]["speculate"] == 0 and obj["spec"]["replicas"] == 1, "the CRD's defaults are applied"
+
+
+@pytest.mark.usefixtures("tgs_crd")
+@pytest.mark.parametrize("spec, message", [
+    ({"model": {"id": "m", "quantize": "gptq"}},
+     "spec.model.quantize: gptq is not implemented by the server yet"),
+    ({"model": {"id": "m", "quantize": "int3"}}, 'spec.model.quantize: Unsupported value: "int3"'),
+    ({"speculate": 2}, "spec.speculate > 0: speculative decoding is not implemented by the server yet"),
+    ({"kvCacheMemory": "4GB"}, "spec.kvCacheMemory: Invalid value"),
+    ({"limits": {"maxWaitingTokens": -1}}, "spec.limits.maxWaitingTokens: Invalid value: -1"),
+    ({"limits": {"maxInputTokens": 2048, "maxTotalTokens": 2048}}, "maxTotalTokens must be greater"),
+    ({"limits": {"maxInputTokens": 2048, "maxBatchPrefillTokens": 1024}}, "maxBatchPrefillTokens must be at least"),
+    ({"limits": {"maxTotalTokens": 2048, "maxBatchTotalTokens": 1024}}, "maxBatchTotalTokens must be at least"),
+    ({"accelerator": {"type": "gaudi", "count": 3}}, "Gaudi shards must be 1, 2, 4 or 8"),
+    ({"gaudi": {"batchBucketSize": 8}}, "spec.gaudi is only valid with spec.accelerator.type: gaudi"),
+    ({"replicas": 9, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}}, "must lie within"),
+    ({"replicas": 3, "autoscaling": {"minReplicas": 5, "maxReplicas": 4}}, "minReplicas must not exceed"),
+    ({"cache": {"mode": "Shared"}}, "cache.mode Shared needs cache.existingClaim"),
+    ({"cache": {"mode": "PerReplica", "existingClaim": "x"}}, "cache.existingClaim is only used with"),
+], ids=["quantize", "quantize-unknown", "speculate", "kv-pattern", "waiting-negative", "total-vs-input",
+        "prefill-vs-input", "batch-total-vs-total", "gaudi-count", "gaudi-on-cpu", "replicas-bounds",
+        "autoscaling-order", "shared-needs-claim", "claim-needs-shared"])
+def test_tgs_specs_the_server_cannot_serve_are_refused_with_the_reason(cluster: Cluster, namespace: str,
+                                                                       spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(RuntimeError) as err:
+        apply_yaml(cluster, tgs("bad", **spec), namespace)
+    assert message in str(err.value), str(err.value)

@@ -7,8 +7,8 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "textgen_operator"
-PURE = ["builders", "plan.py", "status.py", "problems.py", "names.py", "quantities.py", "config.py", "cache.py",
-        "workqueue.py", "pod_health.py", "events.py"]
+PURE = ["builders", "spec.py", "plan.py", "status.py", "problems.py", "names.py", "quantities.py", "config.py",
+        "cache.py", "workqueue.py", "pod_health.py", "events.py"]
 FORBIDDEN = ("kopf", "aiohttp", "kubernetes", "textgen_operator.kube", "textgen_operator.reconciler",
              "textgen_operator.handlers", "torch", "textgen_server")
 
