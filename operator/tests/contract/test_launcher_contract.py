@@ -28,7 +28,8 @@ from textgen_operator.problems import find_problems
 from textgen_operator.render import as_live
 from textgen_operator.spec import tgs_spec
 from textgen_server.launcher.config import ConfigError, LauncherConfig, build_config, build_parser, parse_args
-from textgen_server.launcher.tgi_env import DEVICE_ENV, HONOURED_WITHOUT_FLAG, REFUSED, honoured_environment
+from textgen_server.launcher.tgi_env import (DEVICE_ENV, HONOURED_WITHOUT_FLAG, REFUSED, TGI_QUANTIZE_METHODS,
+                                          honoured_environment)
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CRD = yaml.safe_load((ROOT / "crds" / "textgen.dev_textgenerationservices.yaml").read_text())
@@ -230,3 +231,9 @@ def test_every_flag_the_operator_may_set_has_the_launchers_env_twin() -> None:
     wrong = {flag: env for flag, env in GENERATED_FLAG_ENV.items()
              if flag not in helps or f"[env: {env}]" not in helps[flag]}
     assert wrong == {}, "GENERATED_FLAG_ENV disagrees with the launcher's flags and variables"
+
+
+def test_the_crds_quantize_values_are_the_methods_the_launcher_names() -> None:
+    """The CRD keeps TGI's method names (each refused by CEL); the launcher refuses the same names."""
+    schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert tuple(schema["properties"]["model"]["properties"]["quantize"]["enum"]) == TGI_QUANTIZE_METHODS

@@ -248,17 +248,9 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
         raise ConfigError(str(error)) from error
     config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
                             max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel,
-                            warnings=_device_env_warnings(args, parallel.device.actual))
+                            warnings=tgi_env.device_env_warnings(args.device_env_names, parallel.device.actual))
     validate(config, max_positions)
     return config
-
-
-def _device_env_warnings(args: LauncherArgs, device: str) -> tuple[str, ...]:
-    unapplied = tgi_env.unapplied_device_environment(args.device_env_names, device)
-    if not unapplied:
-        return ()
-    return (f"{', '.join(unapplied)} set but not applied: they configure another device's runtime, and the "
-            f"shards run on {device}",)
 
 
 def validate(config: LauncherConfig, max_position_embeddings: int | None) -> None:
@@ -269,7 +261,7 @@ def validate(config: LauncherConfig, max_position_embeddings: int | None) -> Non
 
 def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
     args = config.args
-    problems = _tgi_model_problems(args)
+    problems = tgi_env.model_flag_problems(args.quantize, args.speculate)
     if args.dtype is not None and args.dtype not in DEFAULT_DTYPES:
         problems.append(f"--dtype {args.dtype!r} is not one of {', '.join(DEFAULT_DTYPES)}")
     if config.max_input_tokens < 1:
@@ -290,18 +282,6 @@ def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
         problems.append(f"--max-batch-prefill-tokens ({config.max_batch_prefill_tokens}) must be at most "
                         f"--max-batch-total-tokens ({total})")
     problems.extend(_positive_problems(args))
-    return problems
-
-
-def _tgi_model_problems(args: LauncherArgs) -> list[str]:
-    problems = []
-    if args.quantize is not None:
-        unknown = "" if args.quantize in tgi_env.TGI_QUANTIZE_METHODS else " (nor is it one of TGI's methods)"
-        problems.append(f"--quantize {args.quantize} is not implemented: this server has no quantization method "
-                        f"yet{unknown}; remove --quantize (QUANTIZE) and serve the model unquantized in --dtype")
-    if args.speculate is not None and args.speculate != 0:
-        problems.append(f"--speculate {args.speculate} is not implemented: speculative decoding is not supported "
-                        "yet; remove --speculate (SPECULATE) or set it to 0")
     return problems
 
 

@@ -10,7 +10,7 @@ parser reads (config.py's flag table, each help text ending in `[env: NAME]`); e
 Unknown TGI *flags* need no table: argparse refuses them by name ("unrecognized arguments").
 
 The accelerator runtime variables the operator emits (TGI-on-Gaudi's knobs, Habana/Open MPI and NCCL settings)
-are read by the device backend, not by the launcher: `unapplied_device_environment` names those set for a device
+are read by the device backend, not by the launcher: `device_env_warnings` names those set for a device
 other than the one the shards run on (e.g. the Gaudi knobs on a Gaudi-like node whose device is overridden to the
 CPU), and the launcher logs them as a WARNING.
 """
@@ -101,10 +101,27 @@ def refused_environment(environ: Mapping[str, str], honoured: Iterable[str]) -> 
     return errors
 
 
-def unapplied_device_environment(names: Iterable[str], device: str) -> list[str]:
-    """Of the accelerator runtime variables set (`names`), those for a device other than `device`: nothing reads
-    them in this process."""
-    return sorted(name for name in set(names) if name in DEVICE_ENV and DEVICE_ENV[name] != device)
+def device_env_warnings(names: Iterable[str], device: str) -> tuple[str, ...]:
+    """A warning naming the accelerator runtime variables set (`names`) for a device other than `device`: nothing
+    reads them in this process, and saying so is what keeps them from being silently ignored."""
+    unapplied = sorted(name for name in set(names) if name in DEVICE_ENV and DEVICE_ENV[name] != device)
+    if not unapplied:
+        return ()
+    return (f"{', '.join(unapplied)} set but not applied: they configure another device's runtime, and the "
+            f"shards run on {device}",)
+
+
+def model_flag_problems(quantize: str | None, speculate: int | None) -> list[str]:
+    """TGI's --quantize and --speculate: accepted by the parser so that each value is refused by name here."""
+    problems = []
+    if quantize is not None:
+        unknown = "" if quantize in TGI_QUANTIZE_METHODS else " (nor is it one of TGI's methods)"
+        problems.append(f"--quantize {quantize} is not implemented: this server has no quantization method "
+                        f"yet{unknown}; remove --quantize (QUANTIZE) and serve the model unquantized in --dtype")
+    if speculate is not None and speculate != 0:
+        problems.append(f"--speculate {speculate} is not implemented: speculative decoding is not supported "
+                        "yet; remove --speculate (SPECULATE) or set it to 0")
+    return problems
 
 
 def honoured_environment(parser: argparse.ArgumentParser) -> frozenset[str]:
