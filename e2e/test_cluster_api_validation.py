@@ -128,7 +128,7 @@ def tgs_crd(cluster: Cluster) -> Iterator[None]:
 
 def tgs(name: str, **spec: Any) -> str:
     body = {"apiVersion": f"{TGS_GROUP}/v1alpha1", "kind": "TextGenerationService", "metadata": {"name": name},
-            "spec": {"model": {"id": "org/model"}, "accelerator": {"type": "cpu"}, **spec}}
+            "spec": {"model": {"id": "org/model"}, "accelerator": {"type": "cpu"}, "rollout": {}, **spec}}
     return str(yaml.safe_dump(body))
 
 
@@ -143,7 +143,8 @@ def tgs(name: str, **spec: Any) -> str:
 ], ids=["speculate-0", "zero-limits", "kv-mi", "kv-fraction", "gaudi-8", "trust-remote-code"])
 def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace: str, spec: dict[str, Any]) -> None:
     [obj] = apply_yaml(cluster, tgs("ok", **spec), namespace)
-    assert obj["spec"]["speculate"] == 0 and obj["spec"]["replicas"] == 1, "the CRD's defaults are applied"
+    defaults = (obj["spec"]["speculate"], obj["spec"]["replicas"], obj["spec"]["rollout"]["maxSurge"])
+    assert defaults == (0, 1, 0), "the CRD's defaults are applied"
 
 
 @pytest.mark.usefixtures("tgs_crd")
@@ -163,9 +164,14 @@ def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace
     ({"replicas": 3, "autoscaling": {"minReplicas": 5, "maxReplicas": 4}}, "minReplicas must not exceed"),
     ({"cache": {"mode": "Shared"}}, "cache.mode Shared needs cache.existingClaim"),
     ({"cache": {"mode": "PerReplica", "existingClaim": "x"}}, "cache.existingClaim is only used with"),
+    ({"replicas": 2, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}},
+     "spec.autoscaling: queue-depth autoscaling is not implemented by the operator yet"),
+    ({"rollout": {"autoRollback": True}}, "rollout.autoRollback: automatic rollback is not implemented yet"),
+    ({"rollout": {"maxSurge": 1}}, "rollout.maxSurge > 0: surge rollouts are not implemented yet"),
 ], ids=["quantize", "quantize-unknown", "speculate", "kv-pattern", "waiting-negative", "total-vs-input",
         "prefill-vs-input", "batch-total-vs-total", "gaudi-count", "gaudi-on-cpu", "replicas-bounds",
-        "autoscaling-order", "shared-needs-claim", "claim-needs-shared"])
+        "autoscaling-order", "shared-needs-claim", "claim-needs-shared", "autoscaling", "auto-rollback",
+        "max-surge"])
 def test_tgs_specs_the_server_cannot_serve_are_refused_with_the_reason(cluster: Cluster, namespace: str,
                                                                        spec: dict[str, Any], message: str) -> None:
     with pytest.raises(RuntimeError) as err:

@@ -91,7 +91,7 @@ class AutoscalingSpec:
 @dataclass(frozen=True)
 class RolloutSpec:
     max_unavailable: int = 0
-    max_surge: int = 1
+    max_surge: int = 0
     warmup_timeout_seconds: int = 1800
     auto_rollback: bool = False
 

@@ -59,3 +59,14 @@ def test_fields_the_server_cannot_honour_block_with_a_reason(make_tgs: Any, spec
 ])
 def test_extra_args_and_env_that_set_nothing_twice_are_fine(make_tgs: Any, spec: dict[str, Any]) -> None:
     assert find_problems(make_tgs(**spec), None, NODES) == []
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}}, "AutoscalingNotImplemented"),
+    ({"rollout": {"autoRollback": True}}, "RolloutOptionNotImplemented"),
+    ({"rollout": {"maxSurge": 1}}, "RolloutOptionNotImplemented"),   # stored under the old default
+])
+def test_missing_automation_is_reported_without_blocking_the_pods(make_tgs: Any, spec: dict[str, Any],
+                                                                  reason: str) -> None:
+    [problem] = find_problems(make_tgs(**spec), None, NODES)
+    assert problem.reason == reason and not problem.blocking and "not implemented yet" in problem.message
