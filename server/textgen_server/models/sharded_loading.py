@@ -57,7 +57,9 @@ def load_slices(model: nn.Module, files: dict[str, Path], plan: dict[str, SliceS
     for file, names in by_file.items():
         with safe_open(str(file), framework="pt") as handle:
             for name in names:
-                tensor = _read(handle, name, plan.get(name)).to(dtype=dtype, device=device)
+                # A copy: a tensor that shares the file's memory map would keep the map, and every page that a
+                # strided column slice touched, resident for the life of the model.
+                tensor = _read(handle, name, plan.get(name)).to(dtype=dtype, device=device, copy=True)
                 module_name, _, leaf = name.rpartition(".")
                 setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor, requires_grad=False))
 
