@@ -113,10 +113,10 @@ def test_probes_and_drain(make_tgs: Any, warmup: int, failures: int) -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
     assert container["ports"] == [{"name": "http", "containerPort": 80, "protocol": "TCP"}]
-    # The drain gets its full time: preStop sleep (5) + drain (90) + shard stop margin (10).
+    # The drain gets its full time: preStop sleep (5) + drain (90) + shard stop margin (15).
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     assert container["args"][container["args"].index("--graceful-termination-timeout") + 1] == "90"
-    assert pod_of(sts)["terminationGracePeriodSeconds"] == 105
+    assert pod_of(sts)["terminationGracePeriodSeconds"] == 110
 
 
 @pytest.mark.parametrize("cache, volume, claims", [

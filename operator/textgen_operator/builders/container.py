@@ -11,9 +11,9 @@ from textgen_operator.spec import TGSSpec
 
 MODEL_CACHE_PATH = "/data"
 PRESTOP_SLEEP_SECONDS = 5          # endpoints controllers drop a stopping pod before SIGTERM starts the drain
-# After the drain the launcher stops its shards (SIGTERM, SIGKILL after 10 s) and flushes the last bytes; the
-# kubelet's SIGKILL must not cut that short.
-SHUTDOWN_MARGIN_SECONDS = 10
+# After the drain the launcher flushes the last bytes (0.2 s), then stops its shards (SIGTERM, SIGKILL after 10 s)
+# while uvicorn closes its connections (at most 5 s); the kubelet's SIGKILL must not cut that short.
+SHUTDOWN_MARGIN_SECONDS = 15
 STARTUP_PROBE_PERIOD_SECONDS = 10
 
 # spec.limits field -> launcher flag (TGI's names).
