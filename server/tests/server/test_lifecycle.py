@@ -33,9 +33,9 @@ def test_killing_the_shard_makes_the_launcher_exit_nonzero_within_10_s(tiny_llam
 
 
 def test_invalid_flags_exit_2_with_an_actionable_message(tiny_llama_dir: Path, launch: Launch) -> None:
-    server = launch(tiny_llama_dir, "--num-shard", "2", wait=False)
+    server = launch(tiny_llama_dir, "--num-shard", "3", wait=False)
     assert server.process.wait(timeout=60) == 2
-    assert "--num-shard 2 is not supported yet" in server.log()
+    assert "model has 4 attention heads, not divisible by --num-shard 3; valid shard counts: 1, 2" in server.log()
 
 
 def _first_health_answer(base_url: str, timeout: float = 60.0) -> int:
