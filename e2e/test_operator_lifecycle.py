@@ -175,6 +175,43 @@ def test_impossible_accelerator_count_yields_a_condition_and_an_event(cluster: C
     wait_ready(cluster, namespace, "fine", 1)
 
 
+def test_pods_refused_by_pod_security_show_degraded_with_the_controllers_message(
+        cluster: Cluster, operator: Operator, namespace: str) -> None:
+    """Gaudi pods add SYS_NICE, which the 'baseline' Pod Security level refuses at admission: no pod exists, and
+    only the StatefulSet controller's FailedCreate Event says why. The TGS must say it too, and recover."""
+    create_token_secret(cluster, namespace)
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=baseline")
+    [applied] = apply_yaml(cluster, REPO_ROOT / "crds" / "examples" / "llama-3.1-8b-gaudi.yaml", namespace)
+    name = applied["metadata"]["name"]
+
+    def degraded() -> dict[str, Any] | None:
+        c = condition(get_tgs(cluster, namespace, name), "Degraded")
+        return c if c.get("status") == "True" and c.get("reason") == "FailedCreate" else None
+
+    cond = wait_for(degraded, 60, "Degraded=True reason FailedCreate")
+    assert 'violates PodSecurity "baseline' in cond["message"] and "SYS_NICE" in cond["message"], cond["message"]
+    assert "pod-security.kubernetes.io/enforce" in cond["message"]
+    assert not pods(cluster, namespace, name)
+    [event] = warning_events(cluster, namespace, "FailedCreate")
+    assert event["involvedObject"]["name"] == name and "SYS_NICE" in event["message"]
+    # The namespace's admin allows it: the controller's next retry creates the pod, and Degraded clears.
+    cluster.kubectl("label", "--overwrite", "namespace", namespace, "pod-security.kubernetes.io/enforce=privileged")
+    wait_ready(cluster, namespace, name, 1, timeout=120)
+    assert condition(get_tgs(cluster, namespace, name), "Degraded")["status"] == "False"
+
+
+def test_warmup_is_measured_and_warming_pods_are_counted(cluster: Cluster, operator: Operator,
+                                                         namespace: str) -> None:
+    """kwok turns the pod Ready 4 s after its container started (the ready-delay annotation): warmingReplicas
+    counts it meanwhile, and lastWarmupSeconds is container start to Ready, in whole seconds."""
+    apply_yaml(cluster, tiny("warm", podAnnotations={"kwok.textgen.dev/ready-delay": "4s"}), namespace)
+    wait_for(lambda: get_tgs(cluster, namespace, "warm").get("status", {}).get("warmingReplicas") == 1, 30,
+             "warmingReplicas 1 while the pod warms up")
+    tgs = wait_ready(cluster, namespace, "warm", 1, timeout=60)
+    assert tgs["status"]["warmingReplicas"] == 0
+    assert 3 <= tgs["status"]["lastWarmupSeconds"] <= 5, tgs["status"]
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"limits": {"maxInputTokens": 2048, "maxTotalTokens": 2048}}, "maxTotalTokens must be greater"),
     ({"accelerator": {"type": "gaudi", "count": 3}}, "Gaudi shards must be 1, 2, 4 or 8"),
