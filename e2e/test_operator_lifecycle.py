@@ -212,6 +212,37 @@ def test_warmup_is_measured_and_warming_pods_are_counted(cluster: Cluster, opera
     assert 3 <= tgs["status"]["lastWarmupSeconds"] <= 5, tgs["status"]
 
 
+def agent_nodes_ready(cluster: Cluster) -> bool:
+    out = cluster.kubectl("get", "nodes", "-l", "textgen.dev/node-agent=true", "-o", "json").stdout
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for node in json.loads(out)["items"] for c in node.get("status", {}).get("conditions", []))
+
+
+def test_a_crash_looping_launcher_shows_degraded_with_its_own_message(cluster: Cluster, operator: Operator,
+                                                                      namespace: str) -> None:
+    """A real launcher process (on a node of hack/node-agent) refuses an argument and exits 2: the kubelet's
+    back-off, restartCount and log tail (FallbackToLogsOnError) reach the TGS as Degraded/CrashLoopBackOff with the
+    launcher's own words, and a Warning Event; the pod never counts as warming."""
+    if not agent_nodes_ready(cluster):
+        pytest.skip("no Ready node of hack/node-agent (label textgen.dev/node-agent=true) in this cluster")
+    scheduling = {"nodeSelector": {"textgen.dev/node-agent": "true"},
+                  "tolerations": [{"key": "textgen.dev/node-agent", "operator": "Exists"}]}
+    apply_yaml(cluster, tiny("crashing", accelerator={"type": "cpu", "count": 1}, scheduling=scheduling,
+                             args=["--no-such-flag"]), namespace)
+
+    def degraded() -> dict[str, Any] | None:
+        tgs = get_tgs(cluster, namespace, "crashing")
+        c = condition(tgs, "Degraded")
+        assert tgs.get("status", {}).get("warmingReplicas", 0) == 0 or c.get("reason") != "CrashLoopBackOff"
+        return c if c.get("status") == "True" and c.get("reason") == "CrashLoopBackOff" else None
+
+    cond = wait_for(degraded, 120, "Degraded=True reason CrashLoopBackOff")
+    assert "unrecognized arguments: --no-such-flag" in cond["message"], cond["message"]
+    assert "pod crashing-0" in cond["message"]
+    assert warning_events(cluster, namespace, "CrashLoopBackOff")
+    assert condition(get_tgs(cluster, namespace, "crashing"), "Ready")["status"] == "False"
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"limits": {"maxInputTokens": 2048, "maxTotalTokens": 2048}}, "maxTotalTokens must be greater"),
     ({"accelerator": {"type": "gaudi", "count": 3}}, "Gaudi shards must be 1, 2, 4 or 8"),

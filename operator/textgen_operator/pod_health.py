@@ -68,7 +68,7 @@ class ContainerFailure:
             text += f", restarted {self.restarts} time{'s' if self.restarts != 1 else ''}"
         if self.last_exit:
             text += f", last {self.last_exit}"
-        return text + (f"; its last message: {self.last_message}" if self.last_message else "")
+        return text + (f"; its last message: {self.last_message.rstrip('.')}" if self.last_message else "")
 
 
 def _exit_text(terminated: Body) -> str:
@@ -92,7 +92,9 @@ def container_failure(pod_name: str, status: Body) -> ContainerFailure | None:
     exit_of = terminated or last
     if waiting.get("reason") in FAILING_WAITING_REASONS:
         reason = str(waiting["reason"])
-        words = f"is waiting in {reason}" + (f" ({_tail(waiting['message'])})" if waiting.get("message") else "")
+        # CrashLoopBackOff's message only repeats the pod and the back-off, which grows each time (a write each).
+        detail = waiting.get("message") if reason != CRASH_LOOP else None
+        words = f"is waiting in {reason}" + (f" ({_tail(detail)})" if detail else "")
     elif terminated and int(terminated.get("exitCode", 0)) != 0:
         reason, words = CRASH_LOOP, f"exited with {_exit_text(terminated)}"
     elif restarts > 0 and last and not status.get("ready") and "running" in state:

@@ -86,3 +86,12 @@ def test_warmup_ignores_impossible_and_partial_timestamps() -> None:
 def test_unschedulable_message_is_the_schedulers() -> None:
     message = unschedulable_message([kubelet_pod("ready"), kubelet_pod("unschedulable")])
     assert message is not None and message.startswith("pod demo-0: 0/5 nodes are available: 2 Insufficient")
+
+
+def test_a_crash_loop_message_does_not_change_with_the_back_off() -> None:
+    """The kubelet's waiting message ("back-off 40s restarting failed container=...") grows every cycle: it is left
+    out, so the condition changes with the restart count and the last message only."""
+    first, later = kubelet_pod("crash_loop_waiting"), kubelet_pod("crash_loop_waiting")
+    later["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = "back-off 5m0s restarting failed"
+    [a], [b] = container_failures([first]), container_failures([later])
+    assert a.describe() == b.describe() and "back-off" not in a.describe()
