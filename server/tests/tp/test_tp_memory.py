@@ -46,5 +46,6 @@ def test_a_rank_at_two_shards_holds_at_most_055_of_the_weights(tiny_model_dir) -
         rss = rank["rss_after"] - rank["rss_before"]
         report = (f"rank {rank['rank']}: +{rss / 1e6:.1f} MB resident, {rank['param_bytes'] / 1e6:.1f} MB of "
                   f"weights; one process: +{full_rss / 1e6:.1f} MB resident, {full_bytes / 1e6:.1f} MB of weights")
+        print(report, f"(ratio {rss / full_rss:.2f})")  # the figure the README quotes (pytest -s)
         assert rank["param_bytes"] <= 0.55 * full_bytes, report
         assert rss <= 0.55 * full_rss, report

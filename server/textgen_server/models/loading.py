@@ -78,7 +78,8 @@ def resolve_dtype(dtype: str, raw_config: dict[str, Any]) -> torch.dtype:
     if dtype == "auto":
         dtype = raw_config.get("dtype") or raw_config.get("torch_dtype") or "float32"
     if dtype not in DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join([*DTYPES, 'auto'])} for --dtype")
+        serving = [name for name in DTYPES if name != "float64"]  # what --dtype offers
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join([*serving, 'auto'])} for --dtype")
     return DTYPES[dtype]
 
 

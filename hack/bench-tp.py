@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Tensor parallelism: the same workload through `textgen-launcher --num-shard N` for N = 1, 2, 4, in one run.
+
+Model: the server benchmark's random Llama (hidden 768, 8 layers, GQA 12/4, intermediate 2048, ~51M parameters,
+float32), built offline. Workload per N: R concurrent streams (default 32), prompts of P tokens (128), O output
+tokens each (64, EOS ignored), greedy, after two warm-up requests. Reported per N: output tokens/s, TTFT p50/p99,
+the resident memory (VmRSS) and peak (VmHWM) of every rank after the run, and each as a ratio to N=1.
+
+On a CPU the ranks share the cores (each gets cpu_count // N torch threads), so N > 1 trades compute for
+collectives and is not expected to be faster; it is the per-rank memory that shrinks. On a GPU machine with N
+GPUs, `--device cuda` runs the same script over NCCL (one GPU per rank).
+
+Usage: .venv/bin/python hack/bench-tp.py [--shards 1,2,4] [--device cpu|cuda] [--requests 32] [--prompt-tokens 128]
+       [--output-tokens 64] [--hidden-size 768 --layers 8 --intermediate-size 2048 --heads 12 --kv-heads 4]
+       [--kv-cache-memory 256MiB] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from textgen_server.testing.launcher_health import wait_until_healthy
+
+
+@dataclass(frozen=True)
+class Run:
+    num_shard: int
+    tokens_per_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    rank_rss_mb: list[float]
+    rank_hwm_mb: list[float]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", default="1,2,4", help="comma list of --num-shard values; the first is the base")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument("--hidden-size", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--intermediate-size", type=int, default=2048)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--kv-cache-memory", default="256MiB", help="per rank")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-tp")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return parser.parse_args()
+
+
+def build_model(args: argparse.Namespace) -> Path:
+    from textgen_server.testing import build_tiny_model
+
+    name = f"llama-h{args.hidden_size}-l{args.layers}-i{args.intermediate_size}-a{args.heads}-kv{args.kv_heads}"
+    path = args.workdir / name
+    if not (path / "model.safetensors").exists():
+        build_tiny_model(path, "llama", hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+                         intermediate_size=args.intermediate_size, num_attention_heads=args.heads,
+                         num_key_value_heads=args.kv_heads, max_position_embeddings=2048)
+    return path
+
+
+def build_prompts(model_dir: Path, count: int, length: int) -> list[str]:
+    """`count` distinct texts of about `length` tokens."""
+    from transformers import AutoTokenizer
+
+    from textgen_server.testing.corpus import CORPUS_LINES
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    corpus = tokenizer(" ".join(list(CORPUS_LINES) * 40), add_special_tokens=False)["input_ids"]
+    return [tokenizer.decode(corpus[(i * 37) % (len(corpus) - 2 * length):][:length - 1]) for i in range(count)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rank_memory_mb(launcher_pid: int) -> tuple[list[float], list[float]]:
+    """VmRSS and VmHWM (MB) of the launcher's children (the ranks), in rank (pid) order."""
+    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+    rss, hwm = [], []
+    for pid in sorted(int(p) for p in children):
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        rss.append(int(fields["VmRSS"].split()[0]) / 1024)
+        hwm.append(int(fields["VmHWM"].split()[0]) / 1024)
+    return rss, hwm
+
+
+def run_one(args: argparse.Namespace, model_dir: Path, prompts: list[str], num_shard: int) -> Run:
+    port = free_port()
+    log_path = args.workdir / f"launcher-n{num_shard}.log"
+    command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
+               "127.0.0.1", "--port", str(port), "--shard-uds-path", str(args.workdir / f"shard-n{num_shard}"),
+               "--num-shard", str(num_shard), "--master-port", str(free_port()), "--device", args.device,
+               "--kv-cache-memory", args.kv_cache_memory, "--max-concurrent-requests", "1024"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, base_url, 900, log_path.read_text, poll_seconds=0.5)
+        asyncio.run(stream_all(base_url, prompts[:2], 4))  # first-request costs out of the measurement
+        started = time.perf_counter()
+        timings = asyncio.run(stream_all(base_url, prompts, args.output_tokens))
+        wall = time.perf_counter() - started
+        rss, hwm = rank_memory_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+    ttft = sorted(t[1] - t[0] for t in timings)
+    return Run(num_shard, sum(len(t) - 1 for t in timings) / wall, statistics.median(ttft),
+               ttft[min(len(ttft) - 1, round(0.99 * (len(ttft) - 1)))], rss, hwm)
+
+
+async def stream_all(base_url: str, texts: list[str], output_tokens: int) -> list[list[float]]:
+    """Per request: [send time, token 1 time, token 2 time, ...]."""
+    limits = httpx.Limits(max_connections=len(texts) + 8)
+    async with httpx.AsyncClient(base_url=base_url, timeout=3600, limits=limits) as client:
+        return list(await asyncio.gather(*(stream_one(client, text, output_tokens) for text in texts)))
+
+
+async def stream_one(client: httpx.AsyncClient, text: str, output_tokens: int) -> list[float]:
+    times = [time.perf_counter()]
+    body = {"inputs": text, "parameters": {"max_new_tokens": output_tokens, "ignore_eos_token": True}}
+    async with client.stream("POST", "/generate_stream", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                if "error" in json.loads(line[5:]):
+                    raise RuntimeError(line)
+                times.append(time.perf_counter())
+    return times
+
+
+def print_report(runs: list[Run]) -> None:
+    base = runs[0]
+    print(f"{'N':>2} {'tokens/s':>9} {'x N=1':>6} {'TTFT p50':>9} {'x N=1':>6} {'TTFT p99':>9} {'x N=1':>6} "
+          f"{'rank RSS MB (max)':>18} {'x N=1':>6} {'rank peak MB (max)':>19} {'x N=1':>6}")
+    for run in runs:
+        print(f"{run.num_shard:>2} {run.tokens_per_s:9.1f} {run.tokens_per_s / base.tokens_per_s:6.2f} "
+              f"{run.ttft_p50_s:9.3f} {run.ttft_p50_s / base.ttft_p50_s:6.2f} {run.ttft_p99_s:9.3f} "
+              f"{run.ttft_p99_s / base.ttft_p99_s:6.2f} {max(run.rank_rss_mb):18.0f} "
+              f"{max(run.rank_rss_mb) / max(base.rank_rss_mb):6.2f} {max(run.rank_hwm_mb):19.0f} "
+              f"{max(run.rank_hwm_mb) / max(base.rank_hwm_mb):6.2f}")
+
+
+def main() -> None:
+    args = parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = build_model(args)
+    prompts = build_prompts(model_dir, args.requests, args.prompt_tokens)
+    runs = []
+    for num_shard in [int(n) for n in args.shards.split(",")]:
+        runs.append(run_one(args, model_dir, prompts, num_shard))
+        print(f"N={num_shard}: {asdict(runs[-1])}", file=sys.stderr, flush=True)
+    print_report(runs)
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(run) for run in runs], indent=2))
+
+
+if __name__ == "__main__":
+    main()
