@@ -56,7 +56,8 @@ def throttled(retry: str | None = "1") -> web.Response:
 
 
 @pytest.mark.parametrize("status, header, wait", [
-    (429, "1", 1.0), (429, None, 1.0), (429, "0", 0.0), (429, "3600", 30.0), (429, "Wed, 21 Oct 2026 07:28:00 GMT", 1.0),
+    (429, "1", 1.0), (429, None, 1.0), (429, "0", 0.0), (429, "3600", 30.0),
+    (429, "Wed, 21 Oct 2026 07:28:00 GMT", 1.0),
     (503, "2", 2.0), (503, None, None), (500, None, None), (409, "1", None), (200, None, None),
 ])
 def test_retry_after_rule(status: int, header: str | None, wait: float | None) -> None:
@@ -149,12 +150,14 @@ def test_follow_waits_out_a_throttled_watch_and_relists_on_410() -> None:
             if len(watches) == 1:
                 return throttled("1")
             if len(watches) == 2:
+                bookmark = {"kind": "Event", "metadata": {"resourceVersion": "15"}}
                 body = watch_lines({"type": "ADDED", "object": event_obj("new", "11")},
-                                   {"type": "BOOKMARK", "object": {"kind": "Event", "metadata": {"resourceVersion": "15"}}})
+                                   {"type": "BOOKMARK", "object": bookmark})
                 return web.Response(body=body, content_type="application/json")
             if len(watches) == 3:
                 gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old resource version"}
-                return web.Response(body=watch_lines({"type": "ERROR", "object": gone}), content_type="application/json")
+                return web.Response(body=watch_lines({"type": "ERROR", "object": gone}),
+                                    content_type="application/json")
             await asyncio.sleep(30)
             return web.Response()
 
