@@ -59,13 +59,18 @@ WRITES = {"create", "update", "patch", "delete"}
 TGS = ("textgen.dev", "v1alpha1", "textgenerationservices")
 
 
+# Never on the node agent's nodes (hack/node-agent): those run every pod as a real process.
+KWOK_NODES_ONLY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "textgen.dev/node-agent", "operator": "DoesNotExist"}]}]}}}
+
+
 def tgs_body(name: str) -> dict[str, Any]:
     # The simulated cluster has 16 GPUs, far fewer than 200 replicas: cpu replicas that tolerate every taint
-    # spread over all five fake nodes (110 pods each) instead. The operator's work per TGS is the same.
+    # spread over all five fake (kwok) nodes (110 pods each) instead. The operator's work per TGS is the same.
     return {"apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService", "metadata": {"name": name},
             "spec": {"model": {"id": "org/tiny"}, "accelerator": {"type": "cpu", "count": 1},
                      "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-                     "scheduling": {"tolerations": [{"operator": "Exists"}]}}}
+                     "scheduling": {"tolerations": [{"operator": "Exists"}], "affinity": KWOK_NODES_ONLY}}}
 
 
 def percentile(values: list[float], q: float) -> float:
