@@ -209,7 +209,8 @@ def test_warmup_is_measured_and_warming_pods_are_counted(cluster: Cluster, opera
              "warmingReplicas 1 while the pod warms up")
     tgs = wait_ready(cluster, namespace, "warm", 1, timeout=60)
     assert tgs["status"]["warmingReplicas"] == 0
-    assert 3 <= tgs["status"]["lastWarmupSeconds"] <= 5, tgs["status"]
+    # At least the delay (less one second of timestamp rounding); kwok may turn it Ready late on a busy machine.
+    assert 3 <= tgs["status"]["lastWarmupSeconds"] <= 15, tgs["status"]
 
 
 def agent_nodes_ready(cluster: Cluster) -> bool:
