@@ -81,10 +81,10 @@ def resolve_device(requested: str, environ: Mapping[str, str],
     if override is not None:
         return DeviceChoice(requested=requested, actual=override, overridden=override != wanted)
     if wanted == "hpu":
-        raise DeviceError(f"--device hpu{' (chosen by --device auto: a Gaudi device is visible)' if requested == 'auto' else ''}"
-                          " is not available yet: the Gaudi backend (habana_frameworks, HCCL) is a later "
-                          "release; use --device cuda or --device cpu, or set TEXTGEN_DEVICE_OVERRIDE=cpu on a "
-                          "development node")
+        why = " (chosen by --device auto: a Gaudi device is visible)" if requested == "auto" else ""
+        raise DeviceError(f"--device hpu{why} is not available yet: the Gaudi backend (habana_frameworks, HCCL) "
+                          "is a later release; use --device cuda or --device cpu, or set TEXTGEN_DEVICE_OVERRIDE=cpu "
+                          "on a development node")
     return DeviceChoice(requested=requested, actual=wanted, overridden=False)
 
 
