@@ -1,5 +1,5 @@
 # Functions of hack/cluster (sourced; uses its variables: root conf dir bin api_port etcd_port timeout
-# components service_cidr pod_cidr, and its log/die).
+# components service_cidr pod_cidr agent_pod_cidr agent_nodes node_grace node_lease_seconds, and its log/die).
 
 kctl() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 
@@ -40,9 +40,21 @@ spawn() {
   echo $! > "$dir/pids/$name.pid"
 }
 
+# warn_if_ephemeral PORT: a listener inside the kernel's ephemeral range can find its port taken by any outgoing
+# connection's source port ("address already in use" with no server running), so say so before it bites.
+warn_if_ephemeral() {
+  local low high
+  read -r low high < /proc/sys/net/ipv4/ip_local_port_range || return 0
+  if [ "$1" -ge "$low" ] && [ "$1" -le "$high" ]; then
+    log "WARNING: port $1 lies in the kernel's ephemeral port range $low-$high" \
+      "(/proc/sys/net/ipv4/ip_local_port_range): a client socket may hold it; pick a port below $low."
+  fi
+}
+
 check_ports() {
   local port
   for port in "$api_port" "$etcd_port" "$((etcd_port + 1))"; do
+    warn_if_ephemeral "$port"
     if ss -Hltn "sport = :$port" | grep -q .; then
       die "port 127.0.0.1:$port is already in use by another program. Pick free ports with" \
         "TEXTGEN_CLUSTER_API_PORT / TEXTGEN_CLUSTER_ETCD_PORT (etcd also takes the next port)."
@@ -92,6 +104,8 @@ DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   issue kube-scheduler "/CN=system:kube-scheduler" "$client"
   # kwok writes status of nodes and pods and renews node leases on behalf of many nodes: admin rights keep it simple.
   issue kwok "/O=system:masters/CN=kwok-controller" "$client"
+  # The node agent plays three kubelets and a provisioner: admin rights too (hack/node-agent/README.md).
+  issue node-agent "/O=system:masters/CN=textgen-node-agent" "$client"
   new_key "$p/sa.key"   # signs ServiceAccount tokens (TokenRequest API)
   openssl ec -in "$p/sa.key" -pubout -out "$p/sa.pub" 2>/dev/null
 }
@@ -122,7 +136,7 @@ EOF
 
 write_kubeconfigs() {
   write_kubeconfig "$dir/kubeconfig" admin
-  local c; for c in kube-controller-manager kube-scheduler kwok; do write_kubeconfig "$dir/$c.kubeconfig" "$c"; done
+  local c; for c in kube-controller-manager kube-scheduler kwok node-agent; do write_kubeconfig "$dir/$c.kubeconfig" "$c"; done
 }
 
 # ---- components ----
@@ -171,7 +185,7 @@ start_controller_manager() {
     --use-service-account-credentials=true --service-account-private-key-file="$p/sa.key" \
     --root-ca-file="$p/ca.crt" --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
     --service-cluster-ip-range="$service_cidr" --cluster-cidr="$pod_cidr" --allocate-node-cidrs=false \
-    --profiling=false
+    --node-monitor-grace-period="$node_grace" --profiling=false
 }
 
 start_scheduler() {
@@ -187,10 +201,34 @@ start_kwok() {
   # a fake node. Only nodes annotated kwok.x-k8s.io/node=fake are simulated.
   spawn kwok "$bin/kwok" --kubeconfig="$dir/kwok.kubeconfig" --config="$dir/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.244.0.1/24 --node-ip=10.200.0.254 --node-lease-duration-seconds=40
+    --cidr=10.244.0.1/24 --node-ip=10.200.0.254 --node-lease-duration-seconds="$node_lease_seconds"
 }
 
-num_nodes_declared() { grep -c '^kind: Node$' "$conf/nodes.yaml"; }
+start_node_agent() {
+  local py="$root/.venv/bin/python" node args=()
+  [ -x "$py" ] || die "the node agent runs from the project's venv, and $py is missing: run hack/python-env.sh"
+  for node in "${agent_nodes[@]}"; do args+=(--node "$node"); done
+  spawn node-agent env PYTHONPATH="$root/hack/node-agent" "$py" -m textgen_node_agent \
+    --kubeconfig "$dir/node-agent.kubeconfig" --state-dir "$dir/node-agent" --pod-cidr "$agent_pod_cidr" \
+    --lease-seconds "$node_lease_seconds" "${args[@]}"
+}
+
+# What a node agent that did not stop in time left running: every process in a recorded pod sandbox's
+# network namespace (hack/node-agent: <state>/pods/*/sandbox holds "<pid> <netns inode>").
+kill_agent_leftovers() {
+  local record pid inode p
+  for record in "$dir"/node-agent/pods/*/sandbox; do
+    [ -f "$record" ] || continue
+    read -r pid inode _ < "$record"
+    [ "$(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null)" = "$inode" ] || continue
+    for p in /proc/[0-9]*; do
+      [ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$inode" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+    done
+  done
+  return 0
+}
+
+num_nodes_declared() { echo $(( $(grep -c '^kind: Node$' "$conf/nodes.yaml") + ${#agent_nodes[@]} )); }
 
 nodes_ready() {
   local ready

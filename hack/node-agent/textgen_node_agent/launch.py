@@ -1,0 +1,81 @@
+"""Command lines that run a container's process, its exec probes and its preStop hook. Pure builders.
+
+A container: nsenter into the pod's network and mount namespaces, unshare a mount namespace of its own, bind
+its volumes at their mountPaths (read-only where asked, and / read-only with readOnlyRootFilesystem), cd to
+workingDir, drop to runAsUser/runAsGroup (+ fsGroup, supplementalGroups) with setpriv, exec the command. No
+fork on the way: the pid the agent gets is the container's main process, which alone receives SIGTERM.
+"""
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textgen_node_agent.envs import ContainerConfigError
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def setpriv(self) -> list[str]:
+        if self.uid == 0 and self.gid == 0 and not self.groups:
+            return []
+        groups = f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups"
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", groups, "--"]
+
+    @property
+    def home(self) -> str:
+        return "/root" if self.uid == 0 else "/"   # what a runtime sets for a user without a passwd entry
+
+
+def build_identity(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> Identity:
+    """runAsUser/runAsGroup (container over pod), fsGroup and supplementalGroups; runAsNonRoot enforced."""
+    pod_sc, sc = pod_spec.get("securityContext") or {}, container.get("securityContext") or {}
+    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and not uid:
+        # No image to read a USER from: the kubelet's check against an image running as root.
+        raise ContainerConfigError("container has runAsNonRoot and image will run as root (set runAsUser)")
+    groups = [g for g in [pod_sc.get("fsGroup"), *(pod_sc.get("supplementalGroups") or [])] if g is not None]
+    return Identity(int(uid or 0), int(gid if gid is not None else (uid or 0)), tuple(int(g) for g in groups))
+
+
+def _mount_lines(container: Mapping[str, Any], volume_paths: Mapping[str, Path]) -> list[str]:
+    lines = []
+    for mount in container.get("volumeMounts") or []:
+        if mount["name"] not in volume_paths:
+            raise ContainerConfigError(f"volumeMount {mount['name']!r} names no volume of the pod")
+        source = volume_paths[mount["name"]] / mount.get("subPath", "")
+        target = shlex.quote(mount["mountPath"])
+        if source.is_file():
+            lines.append(f"mkdir -p $(dirname {target}) && {{ [ -e {target} ] || touch {target}; }}")
+        else:
+            source.mkdir(parents=True, exist_ok=True)
+            lines.append(f"mkdir -p {target}")
+        lines.append(f"mount --bind {shlex.quote(str(source))} {target}")
+        if mount.get("readOnly"):
+            lines.append(f"mount -o remount,bind,ro {target}")
+    return lines
+
+
+def build_container_argv(nsenter: list[str], container: Mapping[str, Any], volume_paths: Mapping[str, Path],
+                         identity: Identity, argv: list[str]) -> list[str]:
+    """The full command line of a container's main process."""
+    lines = ["set -e", *_mount_lines(container, volume_paths)]
+    if (container.get("securityContext") or {}).get("readOnlyRootFilesystem"):
+        lines.append("mount -o remount,bind,ro /")
+    lines.append(f"cd {shlex.quote(container.get('workingDir') or '/')}")
+    lines.append('exec "$@"')
+    script = "\n".join(lines)
+    return [*nsenter, "unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", script, container["name"], *identity.setpriv(), *argv]
+
+
+def build_exec_argv(container_pid: int, identity: Identity, command: list[str]) -> list[str]:
+    """An exec probe or hook: inside the running container's namespaces, as its user."""
+    return ["nsenter", "-t", str(container_pid), "--net", "--mount", "--wd", "--", *identity.setpriv(), *command]
