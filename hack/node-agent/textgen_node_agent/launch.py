@@ -45,9 +45,22 @@ def build_identity(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) ->
     return Identity(int(uid or 0), int(gid if gid is not None else (uid or 0)), tuple(int(g) for g in groups))
 
 
+def _mount_order(container: Mapping[str, Any], volume_paths: Mapping[str, Path]) -> list[Mapping[str, Any]]:
+    """Parents before children (as runtimes sort them), and a mount that would hide a volume's source on the host
+    (a /tmp emptyDir over a state dir under /tmp) after every other."""
+    mounts = list(container.get("volumeMounts") or [])
+    sources = [str(volume_paths.get(m["name"], "")) for m in mounts]
+
+    def hides_source(mount: Mapping[str, Any]) -> bool:
+        target = mount["mountPath"].rstrip("/") + "/"
+        return any(source.startswith(target) for source in sources)
+
+    return sorted(mounts, key=lambda m: (hides_source(m), m["mountPath"].rstrip("/").count("/")))
+
+
 def _mount_lines(container: Mapping[str, Any], volume_paths: Mapping[str, Path]) -> list[str]:
     lines = []
-    for mount in container.get("volumeMounts") or []:
+    for mount in _mount_order(container, volume_paths):
         if mount["name"] not in volume_paths:
             raise ContainerConfigError(f"volumeMount {mount['name']!r} names no volume of the pod")
         source = volume_paths[mount["name"]] / mount.get("subPath", "")
