@@ -139,6 +139,20 @@ def apply_yaml(cluster: Cluster, text_or_path: str | Path, namespace: str) -> li
     return list(out["items"]) if out.get("kind") == "List" else [out]
 
 
+# Where pods run for real: the node agent's nodes (hack/node-agent) carry this label and a NoSchedule taint of
+# the same key, so a pod lands there only with both. Merge into a pod spec: {**spec, **agent_placement(...)}.
+AGENT_NODE_LABEL = "textgen.dev/node-agent"
+AGENT_NODES = {"nvidia": "agent-gpu-0", "gaudi": "agent-gaudi-0", "cpu": "agent-cpu-0"}
+
+
+def agent_placement(node: str = "agent-cpu-0") -> dict[str, Any]:
+    """nodeSelector + tolerations that put a pod on one node-agent node (its accelerator taint tolerated)."""
+    return {"nodeSelector": {AGENT_NODE_LABEL: "true", "kubernetes.io/hostname": node},
+            "tolerations": [{"key": AGENT_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                            {"key": "habana.ai/gaudi", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
 def new_namespace_name(test_name: str) -> str:
     """A unique, valid namespace name derived from a test name: `e2e-<test>-<random>` (<= 63 chars)."""
     slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")
