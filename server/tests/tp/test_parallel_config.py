@@ -111,11 +111,11 @@ def test_explicit_devices_and_the_development_override() -> None:
 def test_shard_command_and_environment_for_a_rank() -> None:
     spec = ShardSpec(model_path=Path("/m"), uds_path="/tmp/s", rank=1, world_size=2, dtype=None,
                      kv_cache_memory=None, device="cpu", master_addr="127.0.0.1", master_port=29555, num_threads=3,
-                     join_timeout=30.0)
+                     join_timeout=30.0, group_key="k1")
     command = build_shard_command(spec)
     assert command[3:] == ["--model-path", "/m", "--uds-path", "/tmp/s", "--rank", "1", "--world-size", "2",
                            "--device", "cpu", "--master-addr", "127.0.0.1", "--master-port", "29555",
-                           "--join-timeout", "30.0", "--num-threads", "3"]
+                           "--join-timeout", "30.0", "--group-key", "k1", "--num-threads", "3"]
     env = build_shard_environ(spec, {"PATH": "/bin"})
     assert env == {"PATH": "/bin", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "3"}
     # A user's own interface choice wins; a non-loopback master (several hosts) leaves gloo's default.

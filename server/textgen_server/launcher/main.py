@@ -15,6 +15,7 @@ import faulthandler
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -170,6 +171,7 @@ class Launcher:
 
     async def _start(self) -> asyncio.Task[None]:
         args, parallel = self.config.args, self.config.parallel
+        group_key = secrets.token_hex(8)
         tokenizer_task = asyncio.ensure_future(asyncio.to_thread(load_tokenizer, self.config))
         (logger.warning if parallel.device.overridden else logger.info)("%s", describe(parallel.device))
         logger.info("starting %d shard(s) on %s (%s between ranks), %d CPU thread(s) each", parallel.num_shard,
@@ -179,7 +181,7 @@ class Launcher:
                              world_size=parallel.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory,
                              device=parallel.device.actual, master_addr=parallel.master_addr,
                              master_port=parallel.master_port, num_threads=parallel.threads_per_rank,
-                             join_timeout=args.shard_startup_timeout)
+                             join_timeout=args.shard_startup_timeout, group_key=group_key)
             self.shards.append(await ShardProcess.spawn(spec))
         await asyncio.gather(*(shard.wait_ready(args.shard_startup_timeout) for shard in self.shards))
         sockets = [shard.spec.socket_path for shard in self.shards]

@@ -41,6 +41,9 @@ class ShardSpec:
     master_port: int = 29500
     num_threads: int | None = None  # torch intra-op threads of this rank (None: torch's default)
     join_timeout: float = 600.0     # seconds the ranks wait for each other at the rendezvous
+    # Names this launch's keys in the rendezvous store: ranks of another launch that reach the same address (two
+    # launchers on one host with the same --master-port) never join this group.
+    group_key: str = "textgen"
 
     @property
     def socket_path(self) -> str:
@@ -58,7 +61,7 @@ def build_shard_command(spec: ShardSpec) -> list[str]:
     command += ["--device", spec.device]
     if spec.world_size > 1:
         command += ["--master-addr", spec.master_addr, "--master-port", str(spec.master_port),
-                    "--join-timeout", str(spec.join_timeout)]
+                    "--join-timeout", str(spec.join_timeout), "--group-key", spec.group_key]
     if spec.num_threads is not None:
         command += ["--num-threads", str(spec.num_threads)]
     return command

@@ -43,6 +43,7 @@ class ShardConfig:
     master_port: int = 29500
     num_threads: int | None = None
     join_timeout: float = 600.0
+    group_key: str = "textgen"
 
     @property
     def socket_path(self) -> str:
@@ -66,11 +67,14 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads of this rank")
     parser.add_argument("--join-timeout", type=float, default=600.0,
                         help="seconds to wait for every rank to reach the rendezvous")
+    parser.add_argument("--group-key", default="textgen",
+                        help="this launch's namespace in the rendezvous store (the launcher draws one per launch)")
     args = parser.parse_args(argv)
     if not 0 <= args.rank < args.world_size:
         parser.error(f"--rank {args.rank} must be in [0, --world-size {args.world_size})")
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
-                       args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout)
+                       args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
+                       args.group_key)
 
 
 def serve(config: ShardConfig) -> None:
@@ -83,7 +87,7 @@ def serve(config: ShardConfig) -> None:
     set_num_threads(config.num_threads)
     device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
     init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
-                       config.join_timeout)
+                       config.join_timeout, config.group_key)
     runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
                          default_kv_cache_bytes=config.kv_cache_memory or DEFAULT_CPU_KV_CACHE_BYTES)
     server = grpc.server(

@@ -51,13 +51,18 @@ def select_device(device: str, rank: int) -> torch.device:
 
 
 def init_process_group(device: str, rank: int, world_size: int, master_addr: str, master_port: int,
-                       join_timeout_s: float, collective_timeout_s: float = COLLECTIVE_TIMEOUT_S) -> None:
-    """Join the ranks' group (no-op for one rank); raises RuntimeError naming the rank and the address."""
+                       join_timeout_s: float, group_key: str = "textgen",
+                       collective_timeout_s: float = COLLECTIVE_TIMEOUT_S) -> None:
+    """Join the ranks' group (no-op for one rank); raises RuntimeError naming the rank and the address.
+
+    `group_key` namespaces the store's keys: a rank of another launch reaching the same address waits for its own
+    peers (and its launcher stops it) instead of joining this group."""
     if world_size == 1:
         return
     try:
-        store = dist.TCPStore(master_addr, master_port, world_size, is_master=rank == 0,
-                              timeout=datetime.timedelta(seconds=join_timeout_s), wait_for_workers=False)
+        server = dist.TCPStore(master_addr, master_port, world_size, is_master=rank == 0,
+                               timeout=datetime.timedelta(seconds=join_timeout_s), wait_for_workers=False)
+        store = dist.PrefixStore(f"textgen/{group_key}/", server)
         _wait_for_all(store, rank, world_size, join_timeout_s)
     except (RuntimeError, TimeoutError) as error:
         raise RuntimeError(f"rank {rank} of {world_size} could not meet the others at {master_addr}:{master_port} "
@@ -73,11 +78,11 @@ def init_process_group(device: str, rank: int, world_size: int, master_addr: str
                 master_addr, master_port)
 
 
-def _wait_for_all(store: dist.TCPStore, rank: int, world_size: int, timeout_s: float) -> None:
+def _wait_for_all(store: dist.Store, rank: int, world_size: int, timeout_s: float) -> None:
     # A barrier on the store, with the long startup timeout; the group's own timeout is the short collective one.
-    store.add("textgen/joined", 1)
+    store.add("joined", 1)
     deadline = time.monotonic() + timeout_s
-    while (joined := store.add("textgen/joined", 0)) < world_size:
+    while (joined := store.add("joined", 0)) < world_size:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{joined} of {world_size} ranks joined")
         time.sleep(JOIN_POLL_S)
