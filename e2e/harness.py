@@ -177,4 +177,15 @@ def dump_namespace(cluster: Cluster, namespace: str) -> str:
     return (
         f"=== events in {namespace}\n{events.stdout or events.stderr}\n"
         f"=== objects in {namespace} ({len(items)})\n{objects_text}"
+        + agent_pod_logs(cluster, namespace)
     )
+
+
+def agent_pod_logs(cluster: Cluster, namespace: str, num_lines: int = 40) -> str:
+    """The last lines of every container log the node agent kept for pods of `namespace` (all restarts)."""
+    pods_dir = cluster.state_dir / "node-agent" / "pods"
+    parts = []
+    for log in sorted(pods_dir.glob(f"{namespace}_*/*/*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-num_lines:]
+        parts.append(f"=== node-agent log {log.relative_to(pods_dir)} (last {len(lines)} lines)\n" + "\n".join(lines))
+    return "\n" + "\n".join(parts) if parts else ""
