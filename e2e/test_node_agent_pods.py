@@ -224,6 +224,9 @@ def test_crash_loop_backs_off_with_the_log_tail_as_last_message(cluster: Cluster
     assert (last["exitCode"], last["reason"]) == (3, "Error")
     assert last["message"] == "loading weights\nmodel has 12 heads, not divisible by 5\n"
     assert read_pod(cluster, namespace, "crasher")["status"]["phase"] == "Running"  # type: ignore[index]
+    # kubectl logs goes through the API server to the agent's log endpoint.
+    previous = cluster.kubectl("logs", "-n", namespace, "crasher", "--previous").stdout
+    assert previous.endswith("model has 12 heads, not divisible by 5\n"), previous
 
 
 GRACEFUL = r'''

@@ -1,5 +1,6 @@
 # Functions of hack/cluster (sourced; uses its variables: root conf dir bin api_port etcd_port timeout
-# components service_cidr pod_cidr agent_pod_cidr agent_nodes node_grace node_lease_seconds, and its log/die).
+# components service_cidr pod_cidr agent_pod_cidr agent_nodes node_grace node_lease_seconds kubelet_port, and its
+# log/die).
 
 kctl() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 
@@ -53,11 +54,12 @@ warn_if_ephemeral() {
 
 check_ports() {
   local port
-  for port in "$api_port" "$etcd_port" "$((etcd_port + 1))"; do
+  for port in "$api_port" "$etcd_port" "$((etcd_port + 1))" "$kubelet_port"; do
     warn_if_ephemeral "$port"
     if ss -Hltn "sport = :$port" | grep -q .; then
       die "port 127.0.0.1:$port is already in use by another program. Pick free ports with" \
-        "TEXTGEN_CLUSTER_API_PORT / TEXTGEN_CLUSTER_ETCD_PORT (etcd also takes the next port)."
+        "TEXTGEN_CLUSTER_API_PORT / TEXTGEN_CLUSTER_ETCD_PORT (etcd also takes the next port) /" \
+        "TEXTGEN_CLUSTER_KUBELET_PORT."
     fi
   done
 }
@@ -106,6 +108,9 @@ DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   issue kwok "/O=system:masters/CN=kwok-controller" "$client"
   # The node agent plays three kubelets and a provisioner: admin rights too (hack/node-agent/README.md).
   issue node-agent "/O=system:masters/CN=textgen-node-agent" "$client"
+  # Its log endpoint (what the API server dials for `kubectl logs`), on 127.0.0.1 only.
+  issue node-agent-serving "/CN=textgen-node-agent" \
+    "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1"
   new_key "$p/sa.key"   # signs ServiceAccount tokens (TokenRequest API)
   openssl ec -in "$p/sa.key" -pubout -out "$p/sa.pub" 2>/dev/null
 }
@@ -210,7 +215,8 @@ start_node_agent() {
   for node in "${agent_nodes[@]}"; do args+=(--node "$node"); done
   spawn node-agent env PYTHONPATH="$root/hack/node-agent" "$py" -m textgen_node_agent \
     --kubeconfig "$dir/node-agent.kubeconfig" --state-dir "$dir/node-agent" --pod-cidr "$agent_pod_cidr" \
-    --lease-seconds "$node_lease_seconds" "${args[@]}"
+    --lease-seconds "$node_lease_seconds" --kubelet-port "$kubelet_port" \
+    --serving-cert "$dir/pki/node-agent-serving.crt" --serving-key "$dir/pki/node-agent-serving.key" "${args[@]}"
 }
 
 # What a node agent that did not stop in time left running: every process in a recorded pod sandbox's

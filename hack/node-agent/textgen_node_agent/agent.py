@@ -5,12 +5,14 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from textgen_node_agent.config import AgentConfig, container_base_env
 from textgen_node_agent.ipam import LoopbackIPAM
 from textgen_node_agent.kube import Event, Kube, background
+from textgen_node_agent.logs_server import serve_logs
 from textgen_node_agent.node_loop import keep_node_alive
 from textgen_node_agent.nodes import PROFILES, device_override
 from textgen_node_agent.pod_io import PodIO
@@ -93,6 +95,20 @@ class Agent:
         self.kube.start_watch(self.kube.core.list_pod_for_all_namespaces, on_event,
                               field_selector=f"spec.nodeName={node}")
 
+    def find_pod(self, namespace: str, name: str) -> tuple[Path, dict[str, int], Callable[[], bool]] | None:
+        """For the logs endpoint: a pod's directory, its containers' restart counts, whether it still runs."""
+        for worker in self.workers.values():
+            meta = worker.pod["metadata"]
+            if (meta["namespace"], meta["name"]) == (namespace, name):
+                restarts = {r.name: int(r.status["restartCount"]) for r in worker.runners}
+                return worker.log_dir, restarts, lambda: not worker.terminating.is_set() and not worker.main.done()
+        dirs = sorted(self.config.pods_dir.glob(f"{namespace}_{name}_*"), key=lambda d: d.stat().st_mtime)
+        if not dirs:
+            return None
+        restarts = {c.name: max(int(f.stem) for f in c.glob("*.log")) for c in dirs[-1].iterdir()
+                    if c.is_dir() and any(c.glob("*.log"))}
+        return dirs[-1], restarts, lambda: False
+
     # ---- process ----
     async def run(self) -> None:
         kill_leftovers(self.config.pods_dir)
@@ -101,8 +117,13 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         for name, profile in self.nodes.items():
-            background(keep_node_alive(self.kube, name, profile, self.config.lease_seconds))
+            background(keep_node_alive(self.kube, name, profile, self.config.lease_seconds,
+                                       self.config.kubelet_port))
             self.watch_node_pods(name)
+        if self.config.kubelet_port:
+            assert self.config.serving_cert and self.config.serving_key
+            await serve_logs(self.find_pod, self.config.kubelet_port, self.config.serving_cert,
+                             self.config.serving_key)
         Provisioner(self.kube, self.config.claims_dir, self.config.storage_class, self.config.provisioner_name).start()
         log.info("node agent up: nodes %s, pod IPs from %s", ", ".join(self.nodes), self.config.pod_cidr)
         await stop.wait()

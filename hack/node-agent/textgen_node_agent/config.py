@@ -23,6 +23,9 @@ class AgentConfig:
     lease_seconds: int                    # node Lease duration; renewed every quarter of it
     storage_class: str                    # the StorageClass whose claims this agent provisions
     provisioner_name: str
+    kubelet_port: int                     # the logs endpoint on 127.0.0.1 (0: none)
+    serving_cert: Path | None
+    serving_key: Path | None
 
     @property
     def pods_dir(self) -> Path:
@@ -49,7 +52,13 @@ def parse_args(argv: list[str]) -> AgentConfig:
     parser.add_argument("--lease-seconds", type=int, default=20)
     parser.add_argument("--storage-class", default="textgen-local")
     parser.add_argument("--provisioner-name", default="textgen.dev/node-agent")
+    parser.add_argument("--kubelet-port", type=int, default=0,
+                        help="serve `kubectl logs` on 127.0.0.1:PORT over HTTPS (0: not served)")
+    parser.add_argument("--serving-cert", type=Path, help="TLS certificate of the logs endpoint")
+    parser.add_argument("--serving-key", type=Path, help="its key")
     args = parser.parse_args(argv)
+    if args.kubelet_port and not (args.serving_cert and args.serving_key):
+        parser.error("--kubelet-port needs --serving-cert and --serving-key (the API server speaks HTTPS to it)")
     cidr = ipaddress.IPv4Network(args.pod_cidr)
     if not cidr.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
         parser.error(f"--pod-cidr {cidr} is not inside 127.0.0.0/8: pods may only get loopback addresses")
@@ -60,7 +69,8 @@ def parse_args(argv: list[str]) -> AgentConfig:
     return AgentConfig(
         kubeconfig=args.kubeconfig, state_dir=args.state_dir.resolve(), node_names=tuple(nodes), pod_cidr=cidr,
         venv_bin=args.venv_bin, lease_seconds=args.lease_seconds, storage_class=args.storage_class,
-        provisioner_name=args.provisioner_name,
+        provisioner_name=args.provisioner_name, kubelet_port=args.kubelet_port, serving_cert=args.serving_cert,
+        serving_key=args.serving_key,
     )
 
 

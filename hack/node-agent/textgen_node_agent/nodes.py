@@ -13,7 +13,7 @@ from typing import Any
 
 AGENT_LABEL = "textgen.dev/node-agent"
 AGENT_TAINT = {"key": AGENT_LABEL, "value": "true", "effect": "NoSchedule"}
-NODE_IP = "127.0.0.1"   # the host the pods run on; nothing dials it (kubeletEndpoint port 0)
+NODE_IP = "127.0.0.1"   # the host the pods run on; the API server dials it only for `kubectl logs`
 
 PROFILES: dict[str, dict[str, Any]] = {
     "nvidia": {
@@ -69,7 +69,7 @@ def build_node(name: str, profile: str) -> dict[str, Any]:
             "spec": {"taints": [dict(t) for t in shape["taints"]] + [dict(AGENT_TAINT)]}}
 
 
-def build_node_status(profile: str, ready: bool = True) -> dict[str, Any]:
+def build_node_status(profile: str, kubelet_port: int = 0, ready: bool = True) -> dict[str, Any]:
     """status of an agent node: capacity, conditions (Ready + no pressure), addresses, nodeInfo."""
     capacity = {**BASE_CAPACITY, **PROFILES[profile]["resources"]}
     now = now_rfc3339()
@@ -89,7 +89,7 @@ def build_node_status(profile: str, ready: bool = True) -> dict[str, Any]:
                       "textgen node agent is posting ready status"),
         ],
         "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": NODE_IP}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kernelVersion": uname.release,
                      "osImage": f"textgen node agent on {uname.system}", "kubeletVersion": "textgen-node-agent",
                      "kubeProxyVersion": "", "containerRuntimeVersion": "local-process://1",
