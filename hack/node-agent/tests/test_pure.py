@@ -75,7 +75,7 @@ def test_exit_codes_of_signalled_processes() -> None:
     assert (exit_code_of(-9), exit_code_of(-15), exit_code_of(3)) == (137, 143, 3)
 
 
-RUN = {"state": {"running": {}}}
+RUN: dict[str, Any] = {"state": {"running": {}}}
 DONE0 = {"state": {"terminated": {"exitCode": 0}}}
 DONE1 = {"state": {"terminated": {"exitCode": 1}}}
 NEW = {"state": {"waiting": {"reason": "ContainerCreating"}}}
@@ -140,3 +140,16 @@ def test_unsupported_pods_and_claims_are_refused_with_a_reason(tmp_path: Path) -
     huge = {"spec": {"resources": {"requests": {"storage": "100Ei"}}}}
     assert "only" in str(refusal(huge, tmp_path))
     assert refusal({"spec": {"resources": {"requests": {"storage": "1Mi"}}}}, tmp_path) is None
+
+
+def test_log_endpoint_picks_the_current_or_previous_file_and_tails_it(tmp_path: Path) -> None:
+    from textgen_node_agent.logs_server import pick_log, tail
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "0.log").write_text("old\n")
+    (tmp_path / "c" / "1.log").write_text("a\nb\nc\n")
+    assert pick_log(tmp_path, "c", 1, previous=False) == tmp_path / "c" / "1.log"
+    assert pick_log(tmp_path, "c", 1, previous=True) == tmp_path / "c" / "0.log"
+    assert pick_log(tmp_path, "c", 0, previous=True) is None
+    assert tail(b"a\nb\nc\n", 2, None) == b"b\nc\n"
+    assert tail(b"a\nb\nc\n", 0, None) == b""
+    assert tail(b"a\nb\nc\n", None, 3) == b"a\nb"

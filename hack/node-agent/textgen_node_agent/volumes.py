@@ -84,7 +84,8 @@ async def _prepare_one(volume: Mapping[str, Any], pod: Mapping[str, Any], pod_di
         target.mkdir(parents=True, exist_ok=True)
         os.chmod(target, 0o777)   # the kubelet's mode for emptyDir: any runAsUser can write
         spec = volume["emptyDir"] or {}
-        if spec.get("medium") == "Memory":
+        # HugePages media become plain memory too: there is no hugetlbfs per pod here (README, Limits).
+        if spec.get("medium") == "Memory" or str(spec.get("medium", "")).startswith("HugePages"):
             size = spec.get("sizeLimit")
             out.tmpfs.append(TmpfsMount(target, parse_quantity(size) if size else None))
         out.paths[name] = target
