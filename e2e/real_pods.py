@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.harness import AGENT_NODE_LABEL as AGENT_LABEL
+from e2e.harness import AGENT_NODE_LABEL
 from e2e.harness import REPO_ROOT, Cluster
 from e2e.operator_run import Operator, install_chart, run_operator, token_kubeconfig
 
+AGENT_LABEL = AGENT_NODE_LABEL     # label and NoSchedule taint of every agent node (hack/node-agent)
 ON_AGENT_NODES: dict[str, Any] = {
     "nodeSelector": {AGENT_LABEL: "true"},
     "tolerations": [{"key": AGENT_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
