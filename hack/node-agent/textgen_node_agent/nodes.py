@@ -69,6 +69,9 @@ def build_node(name: str, profile: str) -> dict[str, Any]:
             "spec": {"taints": [dict(t) for t in shape["taints"]] + [dict(AGENT_TAINT)]}}
 
 
+STARTED_AT = now_rfc3339()   # when this agent started: the conditions' lastTransitionTime
+
+
 def build_node_status(profile: str, kubelet_port: int = 0, ready: bool = True) -> dict[str, Any]:
     """status of an agent node: capacity, conditions (Ready + no pressure), addresses, nodeInfo."""
     capacity = {**BASE_CAPACITY, **PROFILES[profile]["resources"]}
@@ -76,7 +79,7 @@ def build_node_status(profile: str, kubelet_port: int = 0, ready: bool = True) -
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
         return {"type": kind, "status": status, "reason": reason, "message": message,
-                "lastHeartbeatTime": now, "lastTransitionTime": now}
+                "lastHeartbeatTime": now, "lastTransitionTime": STARTED_AT}
 
     uname = platform.uname()
     return {
