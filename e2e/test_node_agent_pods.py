@@ -272,3 +272,22 @@ def test_claim_that_cannot_be_provisioned_stays_pending_with_an_event(cluster: C
     assert "volumeMode Block is not supported" in found[0]
     claim = kubernetes.client.CoreV1Api(cluster.api_client()).read_namespaced_persistent_volume_claim("raw", namespace)
     assert claim.status.phase == "Pending"
+
+
+def test_accelerator_nodes_set_the_device_override_and_the_plain_node_does_not(cluster: Cluster,
+                                                                                namespace: str) -> None:
+    report = "import os; open('/dev/termination-log', 'w').write(os.environ.get('TEXTGEN_DEVICE_OVERRIDE', 'unset'))"
+    gaudi = {"requests": {"habana.ai/gaudi": "1", "hugepages-2Mi": "1Gi", "memory": "1Gi"},
+             "limits": {"habana.ai/gaudi": "1", "hugepages-2Mi": "1Gi", "memory": "1Gi"}}
+    for name, node, resources in (("on-gaudi", "agent-gaudi-0", gaudi), ("on-cpu", "agent-cpu-0", {})):
+        container = {"name": "c", "image": "x", "command": ["python3", "-c", report], "resources": resources}
+        apply_yaml(cluster, pod_yaml(name, [container], restartPolicy="Never", **agent_placement(node)), namespace)
+
+    def message(name: str) -> str | None:
+        pod = read_pod(cluster, namespace, name)
+        if (pod or {}).get("status", {}).get("phase") != "Succeeded":
+            return None
+        return str(container_status(pod)["state"]["terminated"]["message"])
+
+    assert wait_for(lambda: message("on-gaudi"), 30, "the Gaudi-node pod done") == "cpu"
+    assert wait_for(lambda: message("on-cpu"), 30, "the plain-node pod done") == "unset"
