@@ -26,6 +26,9 @@ class PodIO:
         self.kube = kube
         self.base_env = base_env          # Callable[[pod], dict[str, str]]
         self._event_tasks: set[asyncio.Task[None]] = set()
+        # (pod uid, container, reason, message) -> [Event name, count]: a repeated Event is counted on the
+        # first one (count, lastTimestamp), as the kubelet's event correlator aggregates.
+        self._seen: dict[tuple[str, str, str, str], list[Any]] = {}
 
     async def data(self, namespace: str, kind: str, name: str) -> dict[str, bytes] | None:
         """A Secret's or ConfigMap's data as bytes, None when it does not exist."""
@@ -122,15 +125,29 @@ class PodIO:
                 "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
                 "firstTimestamp": now_rfc3339(), "lastTimestamp": now_rfc3339(), "eventTime": None, "count": 1,
                 "reportingComponent": "kubelet", "reportingInstance": pod["spec"].get("nodeName", "")}
-        task = asyncio.create_task(self._create_event(meta["namespace"], body))
+        key = (meta["uid"], container or "", reason, message)
+        task = asyncio.create_task(self._record_event(meta["namespace"], body, key))
         self._event_tasks.add(task)
         task.add_done_callback(self._event_tasks.discard)
 
-    async def _create_event(self, namespace: str, body: dict[str, Any]) -> None:
+    async def _record_event(self, namespace: str, body: dict[str, Any], key: tuple[str, str, str, str]) -> None:
+        seen = self._seen.get(key)
         try:
-            await self.kube.call(self.kube.core.create_namespaced_event, namespace, body)
+            if seen is not None and seen[0] is not None:
+                seen[1] += 1
+                await self.kube.call(self.kube.core.patch_namespaced_event, seen[0], namespace,
+                                     {"count": seen[1], "lastTimestamp": body["lastTimestamp"]})
+                return
+            self._seen[key] = [None, 1]
+            created = await self.kube.call(self.kube.core.create_namespaced_event, namespace, body)
+            self._seen[key][0] = created.metadata.name
         except Exception as exc:   # an Event is best effort, as in the kubelet
             log.info("event not recorded: %s", exc)
+
+    def forget_events(self, uid: str) -> None:
+        """Drops a removed pod's aggregation keys."""
+        for key in [k for k in self._seen if k[0] == uid]:
+            del self._seen[key]
 
     @staticmethod
     def record_sandbox(pod_dir: Path, sandbox: Sandbox) -> None:

@@ -153,6 +153,7 @@ class PodWorker:
             await self.flush_status()
             await self.io.delete_pod(self.pod)
         self.status_writer.cancel()
+        self.io.forget_events(self.uid)
         self.on_done(self.uid)
 
     async def shutdown(self) -> None:
