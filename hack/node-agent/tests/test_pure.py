@@ -153,3 +153,16 @@ def test_log_endpoint_picks_the_current_or_previous_file_and_tails_it(tmp_path: 
     assert tail(b"a\nb\nc\n", 2, None) == b"b\nc\n"
     assert tail(b"a\nb\nc\n", 0, None) == b""
     assert tail(b"a\nb\nc\n", None, 3) == b"a\nb"
+
+
+def test_ipam_hands_out_free_addresses_and_sets_aside_one_that_failed_to_bind() -> None:
+    import ipaddress
+    from textgen_node_agent.ipam import LoopbackIPAM
+    ipam = LoopbackIPAM(ipaddress.IPv4Network("127.254.254.0/29"))
+    first = ipam.allocate("a")
+    assert first == "127.254.254.1" and ipam.allocate("a") == first   # one address per pod
+    assert ipam.allocate("b") == "127.254.254.2"
+    ipam.release(first, failed=True)
+    assert ipam.allocate("c") == "127.254.254.3"                      # the failed one is set aside
+    ipam.release("127.254.254.2")
+    assert ipam.allocate("d") == "127.254.254.2"                      # a released one comes back

@@ -43,8 +43,8 @@ class Agent:
     def allocate_ip(self, uid: str) -> str:
         return self.ipam.allocate(uid)
 
-    def release_ip(self, ip: str | None) -> None:
-        self.ipam.release(ip)
+    def release_ip(self, ip: str | None, failed: bool = False) -> None:
+        self.ipam.release(ip, failed)
 
     def pod_dir(self, pod: dict[str, Any]) -> Path:
         meta = pod["metadata"]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import time
+
+SET_ASIDE_SECONDS = 60.0
 
 
 def listening_addresses() -> set[str]:
@@ -22,12 +25,14 @@ class LoopbackIPAM:
     def __init__(self, cidr: ipaddress.IPv4Network) -> None:
         self.cidr = cidr
         self.in_use: dict[str, str] = {}     # ip -> pod uid
+        self.set_aside: dict[str, float] = {}  # ip -> until when it is not handed out (a bind failed on it)
 
     def allocate(self, uid: str) -> str:
         for ip, owner in self.in_use.items():
             if owner == uid:
                 return ip
-        busy = listening_addresses()
+        now = time.monotonic()
+        busy = listening_addresses() | {ip for ip, until in self.set_aside.items() if until > now}
         for host in self.cidr.hosts():
             ip = str(host)
             if ip not in self.in_use and ip not in busy:
@@ -35,6 +40,8 @@ class LoopbackIPAM:
                 return ip
         raise RuntimeError(f"no free pod IP left in {self.cidr} ({len(self.in_use)} pods); widen --pod-cidr")
 
-    def release(self, ip: str | None) -> None:
+    def release(self, ip: str | None, failed: bool = False) -> None:
         if ip:
             self.in_use.pop(ip, None)
+            if failed:
+                self.set_aside[ip] = time.monotonic() + SET_ASIDE_SECONDS

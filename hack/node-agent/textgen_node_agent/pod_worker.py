@@ -37,7 +37,7 @@ def unsupported_reason(pod: dict[str, Any]) -> str | None:
 class Runtime(Protocol):
     io: PodIO
     def allocate_ip(self, uid: str) -> str: ...
-    def release_ip(self, ip: str | None) -> None: ...
+    def release_ip(self, ip: str | None, failed: bool = False) -> None: ...
     def pod_dir(self, pod: dict[str, Any]) -> Path: ...
 
 
@@ -85,26 +85,35 @@ class PodWorker:
             self.event("UnsupportedByNodeAgent", refusal, "Warning")
             return
         self.changed()
-        if not await self._prepare_volumes():
-            return
-        self.pod_ip = self.runtime.allocate_ip(self.uid)
-        self.pod.setdefault("status", {})["podIP"] = self.pod_ip
-        sysctls = {s["name"]: str(s["value"]) for s in (self.pod["spec"].get("securityContext") or {}).get("sysctls") or []}
-        try:
-            self.sandbox = await Sandbox.start(self.tmpfs, sysctls)
-            self.io.record_sandbox(self.log_dir, self.sandbox)
-            ports = [p["containerPort"] for c in self.pod["spec"]["containers"] for p in c.get("ports") or []
-                     if p.get("protocol", "TCP") == "TCP"]
-            self.servers = await start_forwarders(self.sandbox, self.pod_ip, ports)
-        except (OSError, RuntimeError, ValueError) as exc:
-            self.event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}", "Warning")
-            log.warning("pod %s: sandbox failed: %s", self.pod["metadata"]["name"], exc)
-            await self._teardown()
+        if not await self._prepare_volumes() or not await self._create_sandbox():
             return
         self.changed()
         await asyncio.gather(*(r.run() for r in self.runners))
         if not self.terminating.is_set():   # a completed pod: its sandbox goes, its status stays
             await self._teardown()
+
+    async def _create_sandbox(self) -> bool:
+        """Pod IP, namespaces and port forwarders; retried (another IP) until it works or the pod goes, as the
+        kubelet retries FailedCreatePodSandBox. An address can be taken between the check and the bind (another
+        cluster's agent on the same range), so a failed bind puts that address aside for a while."""
+        sysctls = {s["name"]: str(s["value"]) for s in (self.pod["spec"].get("securityContext") or {}).get("sysctls") or []}
+        ports = [p["containerPort"] for c in self.pod["spec"]["containers"] for p in c.get("ports") or []
+                 if p.get("protocol", "TCP") == "TCP"]
+        while not self.terminating.is_set():
+            self.pod_ip = self.runtime.allocate_ip(self.uid)
+            self.pod.setdefault("status", {})["podIP"] = self.pod_ip
+            try:
+                self.sandbox = await Sandbox.start(self.tmpfs, sysctls)
+                self.io.record_sandbox(self.log_dir, self.sandbox)
+                self.servers = await start_forwarders(self.sandbox, self.pod_ip, ports)
+                return True
+            except (OSError, RuntimeError, ValueError) as exc:
+                self.event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}", "Warning")
+                log.warning("pod %s: sandbox failed: %s", self.pod["metadata"]["name"], exc)
+                await self._teardown(failed_ip=isinstance(exc, OSError))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.terminating.wait(), 3)
+        return False
 
     async def _prepare_volumes(self) -> bool:
         while not self.terminating.is_set():
@@ -120,14 +129,14 @@ class PodWorker:
             return True
         return False
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, failed_ip: bool = False) -> None:
         for server in self.servers:
             server.close()
         self.servers = []
         if self.sandbox is not None:
             await self.sandbox.stop()
             self.sandbox = None
-        self.runtime.release_ip(self.pod_ip)
+        self.runtime.release_ip(self.pod_ip, failed_ip)
 
     def update(self, pod: dict[str, Any]) -> None:
         self.pod = {**pod, "status": {**(pod.get("status") or {}), "podIP": self.pod_ip}}
