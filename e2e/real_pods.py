@@ -40,6 +40,12 @@ ARCH_BY_ORG = {"meta-llama": "llama", "HuggingFaceTB": "llama", "mistralai": "mi
 TINY_DIMS: dict[str, int] = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 16,
                              "num_key_value_heads": 8, "max_position_embeddings": 8192}
 SERVER_MODULES = ("textgen-launcher", "textgen_server.shard")
+
+
+def is_server_process(cmdline: str) -> bool:
+    """A launcher or shard Python process (not the exec chain that starts a container: nsenter, unshare, sh)."""
+    words = cmdline.split()
+    return bool(words) and Path(words[0]).name.startswith("python") and any(m in cmdline for m in SERVER_MODULES)
 RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
 
 
@@ -117,7 +123,7 @@ def pod_processes(cluster: Cluster, pod: dict[str, Any]) -> list[tuple[int, str]
         inode = int(record.read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return []
-    return [(pid, cmd) for pid, cmd in _processes_in_netns(inode) if any(m in cmd for m in SERVER_MODULES)]
+    return [(pid, cmd) for pid, cmd in _processes_in_netns(inode) if is_server_process(cmd)]
 
 
 def _processes_in_netns(inode: int) -> Iterator[tuple[int, str]]:
@@ -141,7 +147,7 @@ def namespace_process_count(cluster: Cluster, namespace: str) -> int:
             inode = int(record.read_text().split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        count += sum(any(m in cmd for m in SERVER_MODULES) for _, cmd in _processes_in_netns(inode))
+        count += sum(is_server_process(cmd) for _, cmd in _processes_in_netns(inode))
     return count
 
 
