@@ -239,16 +239,19 @@ while True:
 '''
 
 
-def test_deletion_runs_prestop_then_sigterm_then_sigkill_after_the_grace_period(
+def test_hooks_and_deletion_prestop_then_sigterm_then_sigkill_after_the_grace_period(
         cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     container = {"name": "server", "image": "x", "command": ["python3", "-c", GRACEFUL],
-                 "lifecycle": {"preStop": {"exec": {"command": [
-                     "sh", "-c", "echo prestop $(date +%s.%N) >> /events/log; sleep 1"]}}},
+                 "lifecycle": {
+                     "postStart": {"exec": {"command": ["sh", "-c", "echo poststart $(date +%s.%N) >> /events/log"]}},
+                     "preStop": {"exec": {"command": [
+                         "sh", "-c", "echo prestop $(date +%s.%N) >> /events/log; sleep 1"]}}},
                  "volumeMounts": [{"name": "events", "mountPath": "/events"}]}
     apply_yaml(cluster, pod_yaml("graceful", [container], terminationGracePeriodSeconds=3,
                                  volumes=[{"name": "events", "hostPath": {"path": str(tmp_path)}}]), namespace)
     wait_ready(cluster, namespace, "graceful")
-    wait_for(lambda: (tmp_path / "log").exists(), 10, "the process started")
+    wait_for(lambda: (tmp_path / "log").exists() and len((tmp_path / "log").read_text().splitlines()) == 2, 10,
+             "the process started and its postStart hook ran")
 
     deleted_at = time.time()
     kubernetes.client.CoreV1Api(cluster.api_client()).delete_namespaced_pod("graceful", namespace)
@@ -256,8 +259,10 @@ def test_deletion_runs_prestop_then_sigterm_then_sigkill_after_the_grace_period(
     removed_after = time.time() - deleted_at
 
     lines = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
-    assert [what for what, _ in lines] == ["started", "prestop", "sigterm"], lines
-    prestop_at, sigterm_at = float(lines[1][1]), float(lines[2][1])
+    # The process and its postStart hook start together (the kubelet does not order them).
+    assert sorted(what for what, _ in lines[:2]) == ["poststart", "started"], lines
+    assert [what for what, _ in lines[2:]] == ["prestop", "sigterm"], lines
+    prestop_at, sigterm_at = float(lines[2][1]), float(lines[3][1])
     assert sigterm_at - prestop_at >= 0.9          # SIGTERM only after the hook's 1 s
     assert 3 <= removed_after < 10, removed_after  # SIGKILL at the 3 s grace period, then removed
 

@@ -109,20 +109,28 @@ class ContainerRunner:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.message_file().write_bytes(b"")
         os.chmod(self.message_file(), 0o666)
+        ready_r, ready_w = os.pipe()
         try:
             self.identity = build_identity(self.ctx.pod["spec"], self.spec)
             self.env = await self.ctx.resolve_env(self.spec)
             self.env["HOME"] = self.env.get("HOME") or self.identity.home
             argv = build_container_argv(self._sandbox().nsenter_prefix(), self._with_message_mount(),
-                                        self.ctx.volume_paths, self.identity, build_argv(self.spec, self.env))
-        except ContainerConfigError as exc:
+                                        self.ctx.volume_paths, self.identity, build_argv(self.spec, self.env),
+                                        ready_fd=ready_w)
+        except Exception as exc:   # ContainerConfigError, or the API failing while reading a Secret: retried
+            os.close(ready_r)
+            os.close(ready_w)
             self._set(state={"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}})
             self.ctx.event("Failed", f"Error: {exc}", "Warning", self.name)
             return False
-        with path.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                env=self.env, start_new_session=True)
+        try:
+            with path.open("ab") as out:
+                self.process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                    env=self.env, start_new_session=True, pass_fds=(ready_w,))
+        finally:
+            os.close(ready_w)
+        await asyncio.to_thread(_read_to_eof, ready_r)   # the mounts are done (or the setup failed)
         self.killing = None
         self._set(state={"running": {"startedAt": now_rfc3339()}}, started=False, ready=False,
                   containerID=f"local-process://{self.process.pid}")
@@ -157,7 +165,13 @@ class ContainerRunner:
 
     # ---- probes ----
     async def _probe_all(self) -> None:
-        """startupProbe until it succeeds, then readiness and liveness side by side (the kubelet's order)."""
+        """postStart hook, startupProbe until it succeeds, then readiness and liveness side by side (the
+        kubelet's order)."""
+        post_start = (self.spec.get("lifecycle") or {}).get("postStart")
+        if post_start and not await self._run_hook(post_start, self.grace_seconds(), "PostStart"):
+            # The kubelet kills a container whose PostStart hook failed; it restarts by its restartPolicy.
+            background(self.kill(self.grace_seconds(), f"FailedPostStartHook: container {self.name}"))
+            return
         startup = self.spec.get("startupProbe")
         if startup and not await self._probe_loop("Startup", startup, stop_on_success=True):
             return
@@ -230,7 +244,7 @@ class ContainerRunner:
         deadline = time.monotonic() + grace
         hook = ((self.spec.get("lifecycle") or {}).get("preStop")) or {}
         if hook and grace > 0:
-            await self._run_hook(hook, grace)
+            await self._run_hook(hook, grace, "PreStop")
         if process.returncode is None:
             _signal(process.pid, signal.SIGTERM)
         remaining = max(deadline - time.monotonic(), MIN_GRACE_AFTER_PRESTOP if hook else 0.0)
@@ -240,20 +254,33 @@ class ContainerRunner:
             _kill_group(process.pid)
             await process.wait()
 
-    async def _run_hook(self, hook: dict[str, Any], grace: float) -> None:
+    async def _run_hook(self, hook: dict[str, Any], timeout: float, kind: str) -> bool:
+        """A PostStart/PreStop handler (exec, httpGet, sleep); False, with a Failed<kind>Hook Event, if it failed."""
         try:
             if "exec" in hook:
-                code, output = await self.exec_in_container(list(hook["exec"]["command"]), grace)
-                if code != 0:
-                    self.ctx.event("FailedPreStopHook", f"PreStop hook failed: exit {code}: {output[-200:]}",
-                                   "Warning", self.name)
+                code, output = await self.exec_in_container(list(hook["exec"]["command"]), timeout)
+                ok, message = code == 0, f"exit {code}: {output[-200:]}"
+            elif "httpGet" in hook:
+                probe = {"httpGet": hook["httpGet"], "timeoutSeconds": max(1, int(timeout))}
+                ok, message = await probe_once(probe, self.spec, self._sandbox(), ExecTarget(self.exec_in_container))
             elif "sleep" in hook:
-                await asyncio.sleep(min(float(hook["sleep"]["seconds"]), grace))
+                await asyncio.sleep(min(float(hook["sleep"]["seconds"]), timeout))
+                ok, message = True, ""
             else:
-                self.ctx.event("FailedPreStopHook", f"PreStop handler {sorted(hook)} is not supported by the "
-                               "node agent (exec, sleep)", "Warning", self.name)
+                ok, message = False, f"handler {sorted(hook)} is not supported by the node agent"
         except asyncio.TimeoutError:
-            self.ctx.event("FailedPreStopHook", f"PreStop hook did not finish in {grace:g}s", "Warning", self.name)
+            ok, message = False, f"did not finish in {timeout:g}s"
+        if not ok:
+            self.ctx.event(f"Failed{kind}Hook", f"{kind} hook failed: {message}", "Warning", self.name)
+        return ok
+
+
+def _read_to_eof(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    finally:
+        os.close(fd)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -77,16 +77,20 @@ def _mount_lines(container: Mapping[str, Any], volume_paths: Mapping[str, Path])
 
 
 def build_container_argv(nsenter: list[str], container: Mapping[str, Any], volume_paths: Mapping[str, Path],
-                         identity: Identity, argv: list[str]) -> list[str]:
-    """The full command line of a container's main process."""
+                         identity: Identity, argv: list[str], ready_fd: int | None = None) -> list[str]:
+    """The full command line of a container's main process. `ready_fd` (inherited) is closed right before the
+    exec: its reader sees EOF once the mounts are in place, so hooks and exec probes enter the finished
+    container, never the half-built one."""
     lines = ["set -e", *_mount_lines(container, volume_paths)]
     if (container.get("securityContext") or {}).get("readOnlyRootFilesystem"):
         lines.append("mount -o remount,bind,ro /")
     lines.append(f"cd {shlex.quote(container.get('workingDir') or '/')}")
+    if ready_fd is not None:
+        lines.append(f"exec {ready_fd}>&-")
     lines.append('exec "$@"')
     script = "\n".join(lines)
     return [*nsenter, "unshare", "--mount", "--propagation", "private", "--",
-            "/bin/sh", "-c", script, container["name"], *identity.setpriv(), *argv]
+            "/bin/bash", "-c", script, container["name"], *identity.setpriv(), *argv]  # bash: fds above 9
 
 
 def build_exec_argv(container_pid: int, identity: Identity, command: list[str]) -> list[str]:
