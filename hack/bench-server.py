@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from textgen_server.testing.launcher_health import wait_until_healthy
+from textgen_server.testing.stream_timing import stream_all
 
 
 @dataclass(frozen=True)
@@ -137,26 +137,6 @@ def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[
                   [(t[-1] - t[1]) / (len(t) - 2) for t in timings if len(t) > 2])
 
 
-
-
-async def stream_all(base_url: str, texts: list[str], output_tokens: int) -> list[list[float]]:
-    """Per request: [send time, token 1 time, token 2 time, ...]."""
-    limits = httpx.Limits(max_connections=len(texts) + 8)
-    async with httpx.AsyncClient(base_url=base_url, timeout=3600, limits=limits) as client:
-        return list(await asyncio.gather(*(stream_one(client, text, output_tokens) for text in texts)))
-
-
-async def stream_one(client: httpx.AsyncClient, text: str, output_tokens: int) -> list[float]:
-    times = [time.perf_counter()]
-    body = {"inputs": text, "parameters": {"max_new_tokens": output_tokens, "ignore_eos_token": True}}
-    async with client.stream("POST", "/generate_stream", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                if "error" in json.loads(line[5:]):
-                    raise RuntimeError(line)
-                times.append(time.perf_counter())
-    return times
 
 
 def run_static(model_dir: Path, ids: list[list[int]], output_tokens: int) -> Result:

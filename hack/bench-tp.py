@@ -29,9 +29,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
 
 from textgen_server.testing.launcher_health import wait_until_healthy
+from textgen_server.testing.stream_timing import stream_all
 
 
 @dataclass(frozen=True)
@@ -125,26 +125,6 @@ def run_one(args: argparse.Namespace, model_dir: Path, prompts: list[str], num_s
     ttft = sorted(t[1] - t[0] for t in timings)
     return Run(num_shard, sum(len(t) - 1 for t in timings) / wall, statistics.median(ttft),
                ttft[min(len(ttft) - 1, round(0.99 * (len(ttft) - 1)))], rss, hwm)
-
-
-async def stream_all(base_url: str, texts: list[str], output_tokens: int) -> list[list[float]]:
-    """Per request: [send time, token 1 time, token 2 time, ...]."""
-    limits = httpx.Limits(max_connections=len(texts) + 8)
-    async with httpx.AsyncClient(base_url=base_url, timeout=3600, limits=limits) as client:
-        return list(await asyncio.gather(*(stream_one(client, text, output_tokens) for text in texts)))
-
-
-async def stream_one(client: httpx.AsyncClient, text: str, output_tokens: int) -> list[float]:
-    times = [time.perf_counter()]
-    body = {"inputs": text, "parameters": {"max_new_tokens": output_tokens, "ignore_eos_token": True}}
-    async with client.stream("POST", "/generate_stream", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                if "error" in json.loads(line[5:]):
-                    raise RuntimeError(line)
-                times.append(time.perf_counter())
-    return times
 
 
 def print_report(runs: list[Run]) -> None:

@@ -6,32 +6,21 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from server_testlib import Launch, LauncherProcess, ReferenceModels
-
-
-def _launcher_factory(workdir: Path, stack: ExitStack) -> Launch:
-    def launch(model_dir: Path, *flags: str, wait: bool = True) -> LauncherProcess:
-        server = LauncherProcess(model_dir, list(flags), workdir)
-        stack.callback(server.stop)
-        if wait:
-            server.wait_healthy()
-        return server
-
-    return launch
+from server_testlib import Launch, ReferenceModels, launcher_factory
 
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launch]:
     """Starts launchers for one test; each is stopped at the end of the test."""
     with ExitStack() as stack:
-        yield _launcher_factory(tmp_path, stack)
+        yield launcher_factory(tmp_path, stack)
 
 
 @pytest.fixture(scope="module")
 def launch_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch]:
     """Starts launchers shared by a whole test module."""
     with ExitStack() as stack:
-        yield _launcher_factory(tmp_path_factory.mktemp("launcher"), stack)
+        yield launcher_factory(tmp_path_factory.mktemp("launcher"), stack)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,6 +73,18 @@ class LauncherProcess:
 
 
 Launch = Callable[..., LauncherProcess]
+
+
+def launcher_factory(workdir: Path, stack: ExitStack) -> Launch:
+    """A `launch(model_dir, *flags, wait=True)` whose launchers are stopped when `stack` closes."""
+    def launch(model_dir: Path, *flags: str, wait: bool = True) -> LauncherProcess:
+        server = LauncherProcess(model_dir, list(flags), workdir)
+        stack.callback(server.stop)
+        if wait:
+            server.wait_healthy()
+        return server
+
+    return launch
 
 
 class ReferenceModels:

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))  # server_testlib, server_workload
 
-from server_testlib import LauncherProcess  # noqa: E402
+from server_testlib import LauncherProcess, launcher_factory  # noqa: E402
 from tp_testlib import ReferenceCache  # noqa: E402
 
 # 8 attention heads on 4 KV heads (head_dim 8) split over 2 or 4 ranks; vocabularies 765 (llama, mistral) and
@@ -36,14 +36,7 @@ def module_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     """Starts launchers shared by a module (stopped at its end); flags as textgen-launcher's command line."""
     workdir = tmp_path_factory.mktemp("tp-launcher")
     with ExitStack() as stack:
-        def launch(model_dir: Path, *flags: str, wait: bool = True) -> LauncherProcess:
-            server = LauncherProcess(model_dir, list(flags), workdir)
-            stack.callback(server.stop)
-            if wait:
-                server.wait_healthy()
-            return server
-
-        yield launch
+        yield launcher_factory(workdir, stack)
 
 
 @pytest.fixture(scope="session")
