@@ -224,8 +224,8 @@ def test_a_crash_looping_launcher_shows_degraded_with_its_own_message(cluster: C
     """A real launcher process (on a node of hack/node-agent) refuses an argument and exits 2: the kubelet's
     back-off, restartCount and log tail (FallbackToLogsOnError) reach the TGS as Degraded/CrashLoopBackOff with the
     launcher's own words, and a Warning Event; the pod never counts as warming."""
-    if not agent_nodes_ready(cluster):
-        pytest.skip("no Ready node of hack/node-agent (label textgen.dev/node-agent=true) in this cluster")
+    # hack/cluster up always starts the node agent: its absence is a broken cluster, not a reason to skip.
+    assert agent_nodes_ready(cluster), "no Ready node of hack/node-agent (label textgen.dev/node-agent=true)"
     scheduling = {"nodeSelector": {"textgen.dev/node-agent": "true"},
                   "tolerations": [{"key": "textgen.dev/node-agent", "operator": "Exists"}]}
     apply_yaml(cluster, tiny("crashing", accelerator={"type": "cpu", "count": 1}, scheduling=scheduling,
