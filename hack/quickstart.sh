@@ -127,9 +127,9 @@ agent_pods="$(dirname "$kubeconfig")/node-agent/pods"
 echo
 echo "The pods' server processes: per pod, a launcher and one shard per (simulated) GPU:"
 pgrep -a -f "textgen-launcher --model-id $model|textgen_server[.]shard --model-path $model" | cut -c1-150 || true
-echo "(logs: $agent_pods/<namespace>_<pod>_<uid>/server/<restart>.log)"
-echo "What $tgs-0's launcher says about its device (the one simulated part):"
-cat "$agent_pods"/default_"$tgs"-0_*/server/*.log 2>/dev/null | grep -m1 -o "device cuda requested.*" || true
+echo "(logs: kubectl logs <pod>, or the files $agent_pods/<namespace>_<pod>_<uid>/server/<restart>.log)"
+echo "kubectl logs $tgs-0 | grep device   # what its launcher says about the one simulated part:"
+kubectl logs "$tgs-0" | grep -m1 -o "device cuda requested.*" || true
 
 pod="$tgs-0"
 say "6/6 a real generation from the pod $pod, at its pod IP (TGI API, POST /generate)"
