@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.harness import AGENT_NODE_LABEL
-from e2e.harness import REPO_ROOT, Cluster
+from e2e.harness import AGENT_NODE_LABEL, REPO_ROOT, Cluster
 from e2e.operator_run import Operator, install_chart, run_operator, token_kubeconfig
 
 AGENT_LABEL = AGENT_NODE_LABEL     # label and NoSchedule taint of every agent node (hack/node-agent)
@@ -40,13 +39,13 @@ ARCH_BY_ORG = {"meta-llama": "llama", "HuggingFaceTB": "llama", "mistralai": "mi
 TINY_DIMS: dict[str, int] = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 16,
                              "num_key_value_heads": 8, "max_position_embeddings": 8192}
 SERVER_MODULES = ("textgen-launcher", "textgen_server.shard")
+RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
 
 
 def is_server_process(cmdline: str) -> bool:
     """A launcher or shard Python process (not the exec chain that starts a container: nsenter, unshare, sh)."""
     words = cmdline.split()
     return bool(words) and Path(words[0]).name.startswith("python") and any(m in cmdline for m in SERVER_MODULES)
-RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
 
 
 def models_dir() -> Path:
