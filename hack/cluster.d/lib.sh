@@ -209,9 +209,30 @@ start_kwok() {
     --cidr=10.244.0.1/24 --node-ip=10.200.0.254 --node-lease-duration-seconds="$node_lease_seconds"
 }
 
+# Pods run as their runAsUser (the operator's pods: uid 1000) from this checkout's venv, as from an image. Where an
+# ancestor of the venv, of its base Python or of the checkout is closed to other users (root's home is 0700 on a
+# fresh machine), such a process cannot even exec its command. Grant search permission (o+x: pass through, never
+# list or read) on exactly those directories, and say so; nothing else on the host changes.
+open_image_paths() {
+  local path dir
+  for path in "$(readlink -f "$root/.venv")" "$(readlink -f "$root/.venv/bin/python")" "$root"; do
+    dir=$path
+    [ -d "$dir" ] || dir=$(dirname "$dir")
+    while :; do
+      if [ "$(( 0$(stat -c %a "$dir") & 01 ))" -eq 0 ]; then
+        chmod o+x "$dir" || die "cannot open $dir to the pods' users (chmod o+x); the node agent's pods need it"
+        log "opened $dir to other users for search only (o+x): pods run as non-root users from $path"
+      fi
+      [ "$dir" = / ] && break
+      dir=$(dirname "$dir")
+    done
+  done
+}
+
 start_node_agent() {
   local py="$root/.venv/bin/python" node args=()
   [ -x "$py" ] || die "the node agent runs from the project's venv, and $py is missing: run hack/python-env.sh"
+  open_image_paths
   for node in "${agent_nodes[@]}"; do args+=(--node "$node"); done
   spawn node-agent env PYTHONPATH="$root/hack/node-agent" "$py" -m textgen_node_agent \
     --kubeconfig "$dir/node-agent.kubeconfig" --state-dir "$dir/node-agent" --pod-cidr "$agent_pod_cidr" \
