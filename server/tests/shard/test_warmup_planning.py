@@ -7,7 +7,12 @@ import torch
 from textgen_server.models.kv_cache import KVCacheShape
 from textgen_server.protocol import WarmupSpec
 from textgen_server.shard.errors import CapacityError
-from textgen_server.shard.warmup import plan_num_blocks, plan_warmup_prompts
+from textgen_server.shard.warmup import (
+    DEFAULT_CPU_KV_CACHE_BYTES,
+    default_kv_cache_bytes,
+    plan_num_blocks,
+    plan_warmup_prompts,
+)
 
 # 2 layers * 2 (k, v) * 16 tokens * 2 heads * 16 dims * 4 bytes = 8 KiB per block
 SHAPE = KVCacheShape(num_layers=2, num_kv_heads=2, head_dim=16, block_size=16, dtype=torch.float32)
@@ -55,3 +60,14 @@ def test_plan_num_blocks_errors_are_actionable(spec: WarmupSpec, message: str) -
 )
 def test_plan_warmup_prompts(spec: WarmupSpec, expected: list[int]) -> None:
     assert plan_warmup_prompts(spec) == expected
+
+
+@pytest.mark.parametrize(("device_type", "world_size", "expected"), [
+    ("cpu", 1, DEFAULT_CPU_KV_CACHE_BYTES),
+    ("cpu", 2, DEFAULT_CPU_KV_CACHE_BYTES // 2),      # ranks share host memory: the pod's 1 GiB is split
+    ("cpu", 8, DEFAULT_CPU_KV_CACHE_BYTES // 8),
+    ("cuda", 8, DEFAULT_CPU_KV_CACHE_BYTES),          # a device per rank: each keeps the whole default
+])
+def test_default_kv_budget_is_per_pod_on_cpu_and_per_device_elsewhere(device_type: str, world_size: int,
+                                                                       expected: int) -> None:
+    assert default_kv_cache_bytes(device_type, world_size) == expected

@@ -82,14 +82,15 @@ def serve(config: ShardConfig) -> None:
     from textgen_server.shard.distributed import init_process_group, select_device, set_num_threads
     from textgen_server.shard.runner import ModelRunner
     from textgen_server.shard.servicer import ErrorMappingInterceptor, ShardServicer
-    from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES
+    from textgen_server.shard.warmup import default_kv_cache_bytes
 
     set_num_threads(config.num_threads)
     device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
     init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
                        config.join_timeout, config.group_key)
     runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
-                         default_kv_cache_bytes=config.kv_cache_memory or DEFAULT_CPU_KV_CACHE_BYTES)
+                         default_kv_cache_bytes=config.kv_cache_memory
+                         or default_kv_cache_bytes(device.type, config.world_size))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[ErrorMappingInterceptor(fatal_internal=config.world_size > 1)],

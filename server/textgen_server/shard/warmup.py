@@ -5,7 +5,15 @@ from textgen_server.models.kv_cache import KVCacheShape
 from textgen_server.protocol import WarmupSpec
 from textgen_server.shard.errors import CapacityError
 
-DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30  # 1 GiB when the launcher passes no --kv-cache-memory
+DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30  # 1 GiB per pod when the launcher passes no --kv-cache-memory
+
+
+def default_kv_cache_bytes(device_type: str, world_size: int) -> int:
+    """The KV budget of one rank when none is given. On the CPU every rank of a pod shares the host's memory, so
+    the 1 GiB default is the pod's, split over its ranks (each rank holds 1/N of the KV heads, so the pod holds the
+    same number of tokens for any N); on an accelerator each rank has a device of its own and keeps the whole
+    default."""
+    return DEFAULT_CPU_KV_CACHE_BYTES // world_size if device_type == "cpu" else DEFAULT_CPU_KV_CACHE_BYTES
 
 
 def plan_num_blocks(spec: WarmupSpec, shape: KVCacheShape, default_memory_bytes: int) -> int:
