@@ -166,3 +166,18 @@ def test_ipam_hands_out_free_addresses_and_sets_aside_one_that_failed_to_bind() 
     assert ipam.allocate("c") == "127.254.254.3"                      # the failed one is set aside
     ipam.release("127.254.254.2")
     assert ipam.allocate("d") == "127.254.254.2"                      # a released one comes back
+
+
+def test_an_image_path_under_a_volume_mount_is_bound_back_after_the_mounts(tmp_path: Path) -> None:
+    """A checkout under /tmp stays visible in a container that mounts an emptyDir at /tmp."""
+    container = {"name": "c", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                                {"name": "data", "mountPath": "/data"}]}
+    paths = {"tmp": tmp_path / "tmp", "data": tmp_path / "data"}
+    argv = build_container_argv([], container, paths, build_identity({}, {}), ["true"],
+                                image_paths=[Path("/tmp/checkout"), Path("/opt/venv")])
+    lines = argv[argv.index("-c") + 1].splitlines()
+    opened = lines.index("exec 30</tmp/checkout")
+    tmp_mount = lines.index(f"mount --bind {tmp_path / 'tmp'} /tmp")
+    bound = lines.index("mount --no-canonicalize --bind /proc/$$/fd/30 /tmp/checkout")
+    assert opened < tmp_mount < bound
+    assert not any("/opt/venv" in line for line in lines)   # not under any mount: left alone

@@ -8,12 +8,20 @@ fork on the way: the pid the agent gets is the container's main process, which a
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from textgen_node_agent.envs import ContainerConfigError
+
+
+# The "image": what every container runs from. The checkout (the venv's editable install imports from it, and its
+# .venv link lives there), the venv itself and its base Python; the agent runs from the same venv as its pods.
+IMAGE_PATHS: tuple[Path, ...] = tuple(dict.fromkeys(
+    (Path(__file__).resolve().parents[3], Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve())))
+FIRST_IMAGE_FD = 30   # fds the container script holds its image paths open on (above bash's 0-9 and the ready fd)
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,31 @@ def _mount_lines(container: Mapping[str, Any], volume_paths: Mapping[str, Path])
     return lines
 
 
+def _image_lines(container: Mapping[str, Any], image_paths: Sequence[Path]) -> tuple[list[str], list[str]]:
+    """(before, after) the volume mounts: an image path that a volume's mountPath would hide (a checkout under
+    /tmp, with the /tmp emptyDir every operator pod has) is held open before the mounts and bound back from
+    that descriptor after them, so the container still finds its command, as it would in its image."""
+    targets = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts") or []]
+    hidden = [p for p in image_paths if any((str(p) + "/").startswith(t) for t in targets)]
+    before = [f"exec {FIRST_IMAGE_FD + i}<{shlex.quote(str(p))}" for i, p in enumerate(hidden)]
+    after = []
+    for i, path in enumerate(hidden):
+        target = shlex.quote(str(path))
+        # --no-canonicalize: mount(8) would otherwise resolve the descriptor to its (now hidden) path name.
+        after += [f"mkdir -p {target}",
+                  f"mount --no-canonicalize --bind /proc/$$/fd/{FIRST_IMAGE_FD + i} {target}",
+                  f"exec {FIRST_IMAGE_FD + i}<&-"]
+    return before, after
+
+
 def build_container_argv(nsenter: list[str], container: Mapping[str, Any], volume_paths: Mapping[str, Path],
-                         identity: Identity, argv: list[str], ready_fd: int | None = None) -> list[str]:
+                         identity: Identity, argv: list[str], ready_fd: int | None = None,
+                         image_paths: Sequence[Path] = IMAGE_PATHS) -> list[str]:
     """The full command line of a container's main process. `ready_fd` (inherited) is closed right before the
     exec: its reader sees EOF once the mounts are in place, so hooks and exec probes enter the finished
     container, never the half-built one."""
-    lines = ["set -e", *_mount_lines(container, volume_paths)]
+    image_before, image_after = _image_lines(container, image_paths)
+    lines = ["set -e", *image_before, *_mount_lines(container, volume_paths), *image_after]
     if (container.get("securityContext") or {}).get("readOnlyRootFilesystem"):
         lines.append("mount -o remount,bind,ro /")
     lines.append(f"cd {shlex.quote(container.get('workingDir') or '/')}")
