@@ -114,6 +114,17 @@ def run_operator(kubeconfig: Path, workdir: Path, *flags: str) -> Iterator[Opera
         sys.stderr.write(f"--- operator log tail\n{log_path.read_text()[-4000:]}\n")
 
 
+@contextmanager
+def chart_operator(cluster: Cluster, workdir: Path, release: str = "textgen-operator",
+                   namespace: str = "textgen-system") -> Iterator[Operator]:
+    """The chart installed by helm, and the operator running locally with the chart's identity (its
+    ServiceAccount's token), so what it may do is exactly the chart's RBAC."""
+    install_chart(cluster, release, namespace)
+    kubeconfig = token_kubeconfig(cluster, workdir / "kubeconfig", release, namespace)
+    with run_operator(kubeconfig, workdir, "--peering-name", release, "--blocked-retry-seconds", "2") as handle:
+        yield handle
+
+
 def get_tgs(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return dict(json.loads(cluster.kubectl("get", "tgs", name, "-n", namespace, "-o", "json").stdout))
 

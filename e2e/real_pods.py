@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from e2e.harness import AGENT_NODE_LABEL, REPO_ROOT, Cluster
-from e2e.operator_run import Operator, install_chart, run_operator, token_kubeconfig
+from e2e.operator_run import Operator, chart_operator
 
 AGENT_LABEL = AGENT_NODE_LABEL     # label and NoSchedule taint of every agent node (hack/node-agent)
 ON_AGENT_NODES: dict[str, Any] = {
@@ -234,8 +234,5 @@ def process_peak(cluster: Cluster, namespace: str, request: pytest.FixtureReques
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The chart installed by helm, and the operator running locally with the chart's identity."""
-    install_chart(cluster, RELEASE, SYSTEM_NS)
-    tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", RELEASE, SYSTEM_NS)
-    with run_operator(kubeconfig, tmp, "--peering-name", RELEASE, "--blocked-retry-seconds", "2") as handle:
+    with chart_operator(cluster, tmp_path_factory.mktemp("operator"), RELEASE, SYSTEM_NS) as handle:
         yield handle

@@ -16,8 +16,7 @@ import kubernetes.client
 import pytest
 
 from e2e.harness import REPO_ROOT, Cluster, apply_yaml, wait_for
-from e2e.operator_run import (Operator, condition, get_tgs, install_chart, permission_errors, run_operator, tiny,
-                              token_kubeconfig, wait_ready)
+from e2e.operator_run import Operator, chart_operator, condition, get_tgs, permission_errors, tiny, wait_ready
 
 EXAMPLES = sorted((REPO_ROOT / "crds" / "examples").glob("*.yaml"))
 RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
@@ -29,10 +28,7 @@ NODE_PREFIX = {"nvidia": "gpu-h100-", "gaudi": "gaudi2-", "cpu": "cpu-"}
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The chart installed by helm, and the operator running locally with the chart's identity."""
-    install_chart(cluster, RELEASE, SYSTEM_NS)
-    tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", RELEASE, SYSTEM_NS)
-    with run_operator(kubeconfig, tmp, "--peering-name", RELEASE, "--blocked-retry-seconds", "2") as handle:
+    with chart_operator(cluster, tmp_path_factory.mktemp("operator"), RELEASE, SYSTEM_NS) as handle:
         yield handle
 
 
