@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+from textgen_server.testing.bench_model import add_model_arguments, build_bench_model
 from textgen_server.testing.launcher_health import wait_until_healthy
 from textgen_server.testing.stream_timing import stream_all
 
@@ -51,27 +52,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=64)
-    parser.add_argument("--hidden-size", type=int, default=768)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--intermediate-size", type=int, default=2048)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--kv-heads", type=int, default=4)
+    add_model_arguments(parser)
     parser.add_argument("--kv-cache-memory", default="256MiB", help="per rank")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-tp")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser.parse_args()
-
-
-def build_model(args: argparse.Namespace) -> Path:
-    from textgen_server.testing import build_tiny_model
-
-    name = f"llama-h{args.hidden_size}-l{args.layers}-i{args.intermediate_size}-a{args.heads}-kv{args.kv_heads}"
-    path = args.workdir / name
-    if not (path / "model.safetensors").exists():
-        build_tiny_model(path, "llama", hidden_size=args.hidden_size, num_hidden_layers=args.layers,
-                         intermediate_size=args.intermediate_size, num_attention_heads=args.heads,
-                         num_key_value_heads=args.kv_heads, max_position_embeddings=2048)
-    return path
 
 
 def build_prompts(model_dir: Path, count: int, length: int) -> list[str]:
@@ -142,7 +127,7 @@ def print_report(runs: list[Run]) -> None:
 def main() -> None:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    model_dir = build_model(args)
+    model_dir = build_bench_model(args, args.workdir)
     prompts = build_prompts(model_dir, args.requests, args.prompt_tokens)
     runs = []
     for num_shard in [int(n) for n in args.shards.split(",")]:
