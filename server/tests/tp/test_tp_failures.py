@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -55,7 +56,11 @@ def _break_a_rank_mid_generation(server: LauncherProcess, sig: signal.Signals) -
     rank1 = max(shard_pids)  # spawned second
     broken_at = time.monotonic()
     os.kill(rank1, sig)
-    code = server.process.wait(timeout=15)
+    try:
+        code = server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.kill(rank1, signal.SIGKILL)
+        raise AssertionError(f"the launcher was still running 15 s after {sig.name}:\n{server.log()}") from None
     elapsed = time.monotonic() - broken_at
     stop.set()
     assert code != 0, server.log()

@@ -29,6 +29,15 @@ CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
 
 
+# How long the other ranks may take to answer after the first one did; the shards' collective timeout
+# (shard/distributed.COLLECTIVE_TIMEOUT_S) is the same: ranks lagging further apart than that are broken anyway.
+RANK_LAG_SECONDS = 5.0
+
+
+class ShardLagError(RuntimeError):
+    """Some ranks answered a call and others did not within RANK_LAG_SECONDS."""
+
+
 class ShardClient:
     """One channel per shard; methods mirror the Shard service with protocol dataclasses in and out."""
 
@@ -89,4 +98,24 @@ class ShardClient:
         return (await self._answers(call))[0]
 
     async def _answers(self, call: Callable[[Any], Awaitable[T]]) -> list[T]:
-        return list(await asyncio.gather(*(call(stub) for stub in self._stubs)))
+        """Every rank's answer, in rank order. Once one rank has answered, the others get RANK_LAG_SECONDS more:
+        ranks run the same step in lockstep through their collectives, so a rank that stops (SIGSTOP, a hang)
+        after the step's last collective would leave the others idle, never timing out, and the router waiting
+        forever; it is a broken shard instead, which stops the launcher as any shard failure does."""
+        tasks = [asyncio.ensure_future(call(stub)) for stub in self._stubs]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=RANK_LAG_SECONDS)
+                if late:
+                    ranks = sorted(tasks.index(task) for task in late)
+                    raise ShardLagError(f"rank(s) {ranks} did not answer within {RANK_LAG_SECONDS:.0f} s of the "
+                                        "others: a tensor-parallel rank is stuck or stopped")
+            return [task.result() for task in tasks]  # rank order; re-raises the first failure
+        finally:
+            for task in tasks:
+                task.cancel()
