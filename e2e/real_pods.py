@@ -122,7 +122,21 @@ def pod_processes(cluster: Cluster, pod: dict[str, Any]) -> list[tuple[int, str]
         inode = int(record.read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return []
-    return [(pid, cmd) for pid, cmd in _processes_in_netns(inode) if is_server_process(cmd)]
+    return _server_processes(inode)
+
+
+def _server_processes(inode: int) -> list[tuple[int, str]]:
+    """Launchers and shards in one network namespace, without a launcher's fork caught between fork and exec
+    (it still shows its parent's command line for a moment while a shard is being spawned)."""
+    found = {pid: cmd for pid, cmd in _processes_in_netns(inode) if is_server_process(cmd)}
+    return [(pid, cmd) for pid, cmd in found.items() if found.get(_parent_pid(pid)) != cmd]
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _processes_in_netns(inode: int) -> Iterator[tuple[int, str]]:
@@ -146,7 +160,7 @@ def namespace_process_count(cluster: Cluster, namespace: str) -> int:
             inode = int(record.read_text().split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        count += sum(is_server_process(cmd) for _, cmd in _processes_in_netns(inode))
+        count += len(_server_processes(inode))
     return count
 
 
