@@ -23,7 +23,7 @@ Pods are simulated by kwok (nothing runs in them).
 
 Every request honours the API server's HTTP 429 / Retry-After (right after the CRD is installed, its storage
 answers 429 "storage is (re)initializing" for a moment): the baseline reactor watches through the operator's own
-kube.Kube.follow, the bench's own calls through a kubernetes client whose urllib3 retries 429.
+kube.Kube.follow, the bench's own calls through e2e.harness.throttle_aware_client (urllib3 retries 429).
 """
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ from typing import Any
 import kopf
 import kubernetes.client
 import kubernetes.config
-import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root: e2e's helpers
+from e2e.harness import throttle_aware_client  # noqa: E402  (429 Retry-After aware, shared with the e2e suite)
 
 from textgen_operator.builders import build_desired
 from textgen_operator.config import OperatorConfig
@@ -140,17 +142,6 @@ def steady_writes(since: float) -> list[dict[str, Any]]:
 
 
 # --- the phases ------------------------------------------------------------------------------------------------
-
-def throttle_aware_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
-    """A kubernetes client that sends a request again when the API server answers 429 (after Retry-After, as
-    client-go does; the python client by itself raises). Read errors are not retried: a POST may have landed."""
-    config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
-    config.retries = urllib3.Retry(total=10, connect=3, read=0, redirect=0, other=0, status=10,
-                                   status_forcelist=(429,), allowed_methods=None, respect_retry_after_header=True,
-                                   backoff_factor=0.5, raise_on_status=False)
-    return kubernetes.client.ApiClient(config)
-
 
 class Cluster:
     """The bench's own clients and namespaces."""
