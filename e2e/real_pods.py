@@ -129,7 +129,7 @@ def _server_processes(inode: int) -> list[tuple[int, str]]:
     """Launchers and shards in one network namespace, without a launcher's fork caught between fork and exec
     (it still shows its parent's command line for a moment while a shard is being spawned)."""
     found = {pid: cmd for pid, cmd in _processes_in_netns(inode) if is_server_process(cmd)}
-    return [(pid, cmd) for pid, cmd in found.items() if found.get(_parent_pid(pid)) != cmd]
+    return [(pid, cmd) for pid, cmd in found.items() if (parent := _parent_pid(pid)) is None or found.get(parent) != cmd]
 
 
 def _parent_pid(pid: int) -> int | None:

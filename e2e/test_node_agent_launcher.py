@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import kubernetes.client
 
@@ -60,8 +61,11 @@ def test_launcher_pod_answers_a_generation_at_its_pod_ip(cluster: Cluster, names
     apply_yaml(cluster, pod_yaml("tiny-llama-0", [launcher_container()], volumes=volumes, securityContext=security,
                                  **agent_placement(AGENT_NODES["nvidia"])), namespace)
 
-    pod = wait_for(lambda: (p := read_pod(cluster, namespace, "tiny-llama-0")) and condition(p, "Ready") == "True"
-                   and p, 240, "the launcher pod Ready")
+    def ready_pod() -> dict[str, Any] | None:
+        pod = read_pod(cluster, namespace, "tiny-llama-0")
+        return pod if pod and condition(pod, "Ready") == "True" else None
+
+    pod = wait_for(ready_pod, 240, "the launcher pod Ready")
     request = urllib.request.Request(
         f"http://{pod['status']['podIP']}:80/generate", method="POST", headers={"Content-Type": "application/json"},
         data=json.dumps({"inputs": "Hello", "parameters": {"max_new_tokens": 5, "details": True}}).encode())

@@ -38,7 +38,8 @@ class Mock:
     """Answers the first `throttle` requests with 429 (Retry-After 1), then 200/201 echoing a namespace."""
 
     def __init__(self, throttle: int) -> None:
-        self.throttle, self.requests = throttle, []
+        self.throttle = throttle
+        self.requests: list[tuple[Any, ...]] = []
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
