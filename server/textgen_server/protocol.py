@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class WatermarkParams:
+    """Kirchenbauer et al.'s green-list watermark as TGI applies it (defaults: TGI's WATERMARK_GAMMA/DELTA)."""
+
+    gamma: float = 0.5             # fraction of the vocabulary in each green list
+    delta: float = 2.0             # logit bias added to green tokens
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to choose the next token. Defaults mean "off", so SamplingParams() is greedy."""
 
@@ -21,6 +29,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
     top_n_tokens: int = 0          # alternatives returned with each chosen token
+    watermark: WatermarkParams | None = None  # None = off
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Choose the next token of every sampling row in a step, with logprobs and top-n alternatives.
 
-Order, as TGI: repetition penalty, frequency penalty, then temperature, top-k, top-p, typical-p. Greedy rows take
-the argmax of the processed scores; sampling rows draw with seeded noise (seeded.py). Logprobs are those of the
-distribution the token was chosen from (after the processors), as TGI returns them.
+Order, as TGI: watermark (watermark.py), repetition penalty, frequency penalty, then temperature, top-k, top-p,
+typical-p. Greedy rows take the argmax of the processed scores; sampling rows draw with seeded noise (seeded.py).
+Logprobs are those of the distribution the token was chosen from (after the processors), as TGI returns them.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from textgen_server.protocol import Generation, SamplingParams, Token
 from textgen_server.sampling import processors
 from textgen_server.sampling.seeded import exponential_noise, sample_with_noise
+from textgen_server.sampling.watermark import apply_watermark
 
 
 @dataclass
@@ -53,6 +54,8 @@ def _process(scores: torch.Tensor, states: list[RequestState]) -> torch.Tensor:
     def column(name: str) -> torch.Tensor:
         return torch.tensor([getattr(p, name) for p in params], dtype=torch.float32, device=device)
 
+    if any(p.watermark is not None for p in params):  # first, as TGI: the green bias is part of the logits
+        scores = apply_watermark(scores, [s.history[-1] for s in states], [p.watermark for p in params])
     if any(p.repetition_penalty != 1.0 or p.frequency_penalty != 0.0 for p in params):
         counts = processors.token_counts([s.history for s in states], scores.shape[1], device)
         scores = processors.apply_repetition_penalty(scores, counts, column("repetition_penalty"))

@@ -14,6 +14,7 @@ from textgen_server.protocol import (
     Token,
     WarmupResult,
     WarmupSpec,
+    WatermarkParams,
 )
 
 
@@ -98,6 +99,8 @@ def sampling_params_to_pb(params: SamplingParams) -> pb.SamplingParameters:
         repetition_penalty=params.repetition_penalty,
         frequency_penalty=params.frequency_penalty,
         top_n_tokens=params.top_n_tokens,
+        watermark=(pb.Watermark(gamma=params.watermark.gamma, delta=params.watermark.delta)
+                   if params.watermark is not None else None),
     )
 
 
@@ -112,6 +115,8 @@ def sampling_params_from_pb(message: pb.SamplingParameters) -> SamplingParams:
         repetition_penalty=message.repetition_penalty,
         frequency_penalty=message.frequency_penalty,
         top_n_tokens=message.top_n_tokens,
+        watermark=(WatermarkParams(gamma=message.watermark.gamma, delta=message.watermark.delta)
+                   if message.HasField("watermark") else None),
     )
 
 
