@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 LogFormat = Literal["json", "text"]
+AutoscalingProvider = Literal["hpa", "keda"]
 
 DEFAULT_IMAGES = {
     "nvidia": "ghcr.io/textgen-dev/textgen-server-cuda:0.1.0",
@@ -37,6 +38,11 @@ class OperatorConfig:
     max_concurrent_reconciles: int = 256
     max_requests_in_flight: int = 128         # API writes at once; an eighth for all but bringing new TGSs up
     blocked_retry_seconds: float = 30.0       # re-check a spec blocked on a missing dependency (e.g. a Secret)
+    # spec.autoscaling becomes an HPA (metrics from prometheus-adapter) or a KEDA ScaledObject querying Prometheus.
+    autoscaling_provider: AutoscalingProvider = "hpa"
+    keda_prometheus_address: str | None = None     # the Prometheus KEDA's trigger queries (keda provider only)
+    # prometheus.io/scrape|port|path annotations on server pods (Prometheus configs that discover pods by them).
+    pod_scrape_annotations: bool = True
 
     @property
     def clusterwide(self) -> bool:
@@ -97,6 +103,18 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         "ServiceAccounts of new TextGenerationServices may use all of them; every other write "
                         "(Services, repairs, status, Events) an eighth, and waits while those are in flight "
                         "[TEXTGEN_MAX_REQUESTS_IN_FLIGHT]")
+    p.add_argument("--autoscaling-provider", choices=["hpa", "keda"],
+                   default=e("TEXTGEN_AUTOSCALING_PROVIDER", "hpa"),
+                   help="what spec.autoscaling becomes: hpa (an autoscaling/v2 HorizontalPodAutoscaler on external "
+                        "metrics from prometheus-adapter) or keda (a KEDA ScaledObject with a Prometheus trigger) "
+                        "[TEXTGEN_AUTOSCALING_PROVIDER]")
+    p.add_argument("--keda-prometheus-address", default=e("TEXTGEN_KEDA_PROMETHEUS_ADDRESS") or None,
+                   help="Prometheus URL the KEDA trigger queries, e.g. http://prometheus.monitoring.svc:9090; "
+                        "required with --autoscaling-provider keda [TEXTGEN_KEDA_PROMETHEUS_ADDRESS]")
+    p.add_argument("--pod-scrape-annotations", action=argparse.BooleanOptionalAction,
+                   default=e("TEXTGEN_POD_SCRAPE_ANNOTATIONS", "true") != "false",
+                   help="put prometheus.io/scrape, /port and /path annotations on server pods "
+                        "[TEXTGEN_POD_SCRAPE_ANNOTATIONS=true|false]")
     return p
 
 
@@ -109,6 +127,9 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
                         ("--max-requests-in-flight", args.max_requests_in_flight)):
         if value < 1:
             raise SystemExit(f"{flag}={value}: must be at least 1")
+    if args.autoscaling_provider == "keda" and not args.keda_prometheus_address:
+        raise SystemExit("--autoscaling-provider keda needs --keda-prometheus-address (the Prometheus URL KEDA's "
+                         "trigger queries, e.g. http://prometheus.monitoring.svc:9090)")
     return OperatorConfig(
         image_nvidia=args.image_nvidia,
         image_gaudi=args.image_gaudi,
@@ -125,4 +146,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         max_requests_in_flight=args.max_requests_in_flight,
         blocked_retry_seconds=args.blocked_retry_seconds,
+        autoscaling_provider=args.autoscaling_provider,
+        keda_prometheus_address=args.keda_prometheus_address,
+        pod_scrape_annotations=args.pod_scrape_annotations,
     )

@@ -27,7 +27,10 @@ from textgen_operator import FIELD_MANAGER
 log = logging.getLogger("textgen_operator.handlers")
 OWNED: dict[str, Any] = {LABEL_MANAGED_BY: FIELD_MANAGER, LABEL_SERVICE: kopf.PRESENT}
 CHILD_RESOURCES = (("apps", "v1", "statefulsets"), ("", "v1", "services"), ("", "v1", "serviceaccounts"),
-                   ("policy", "v1", "poddisruptionbudgets"), ("", "v1", "pods"))
+                   ("policy", "v1", "poddisruptionbudgets"), ("", "v1", "pods"),
+                   ("autoscaling", "v2", "horizontalpodautoscalers"))
+# Watched only with --autoscaling-provider keda: elsewhere KEDA's CRD need not exist (nor RBAC for it).
+KEDA_RESOURCES = (("keda.sh", "v1alpha1", "scaledobjects"),)
 
 
 @dataclass
@@ -72,8 +75,9 @@ def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
             or kopf.login_with_kubeconfig(settings=settings))
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Registers every handler into registry (a fresh one per operator; tests make their own)."""
+def register(registry: kopf.OperatorRegistry, keda: bool = False) -> None:
+    """Registers every handler into registry (a fresh one per operator; tests make their own). keda: also
+    watch KEDA ScaledObjects (--autoscaling-provider keda)."""
 
     @kopf.on.login(registry=registry)
     async def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
@@ -136,7 +140,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if type != "DELETED" and namespace:
             queue_of(memo).enqueue((namespace, name))
 
-    for group, version, plural in CHILD_RESOURCES:
+    for group, version, plural in CHILD_RESOURCES + (KEDA_RESOURCES if keda else ()):
         @kopf.on.event(group, version, plural, labels=OWNED, registry=registry, id=f"child-{plural}")
         async def on_child(event: Any, labels: Mapping[str, str], namespace: str | None, memo: Any,
                            **_: Any) -> None:

@@ -33,6 +33,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "v1/Event": ("/api/v1/namespaces/{ns}/events", "events"),
     "policy/v1/PodDisruptionBudget": ("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", "poddisruptionbudgets"),
     "apps/v1/StatefulSet": ("/apis/apps/v1/namespaces/{ns}/statefulsets", "statefulsets"),
+    "autoscaling/v2/HorizontalPodAutoscaler": ("/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
+                                               "horizontalpodautoscalers"),
+    "keda.sh/v1alpha1/ScaledObject": ("/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects", "scaledobjects"),
     f"{GROUP}/{VERSION}/TextGenerationService": (f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}", PLURAL),
 }
 
@@ -250,6 +253,14 @@ class Kube:
                                      params={"fieldManager": FIELD_MANAGER, "force": "true"}, body=obj,
                                      content_type="application/apply-patch+yaml")
         return answer or {}
+
+    async def delete(self, obj: Body) -> None:
+        """Deletes the object if it is still the one we saw (uid precondition); gone already is fine. Used only
+        for an autoscaler whose spec.autoscaling was removed: every other child goes by garbage collection."""
+        path, resource = self.collection(f"{obj['apiVersion']}/{obj['kind']}", obj["metadata"]["namespace"])
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": obj["metadata"]["uid"]}}
+        await self._request("delete", resource, "DELETE", f"{path}/{quote(obj['metadata']['name'])}", body=body,
+                            allow_404=True)
 
     async def create(self, obj: Body) -> Body:
         """A plain create (POST). The reconciler applies instead; this serves the benchmark's baseline."""

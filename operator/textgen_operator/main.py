@@ -16,7 +16,7 @@ from textgen_operator.reconciler import NodeCapacity
 def run(config: OperatorConfig, stop_flag: object | None = None) -> None:
     """Runs the operator until stopped (a signal, or stop_flag in tests)."""
     registry = kopf.OperatorRegistry()
-    register(registry)
+    register(registry, keda=config.autoscaling_provider == "keda")
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.bind_host)
     liveness = f"http://{config.bind_host}:{config.liveness_port}/healthz" if config.liveness_port else None

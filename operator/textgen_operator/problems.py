@@ -73,11 +73,6 @@ def check_not_implemented(spec: TGSSpec) -> list[Problem]:
 def _rollout_and_scaling_not_implemented(spec: TGSSpec) -> list[Problem]:
     # Not blocking: the pods serve as they should; only the promised automation is missing, and the user is told.
     problems = []
-    if spec.autoscaling is not None:
-        problems.append(Problem("AutoscalingNotImplemented",
-                                "spec.autoscaling is not implemented yet (no HorizontalPodAutoscaler is created): "
-                                f"replicas stay at spec.replicas={spec.replicas}; remove spec.autoscaling and scale "
-                                "with spec.replicas or kubectl scale tgs", blocking=False))
     if spec.rollout.auto_rollback or spec.rollout.max_surge > 0:
         problems.append(Problem("RolloutOptionNotImplemented",
                                 f"spec.rollout.autoRollback={str(spec.rollout.auto_rollback).lower()}, "

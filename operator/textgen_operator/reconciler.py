@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from textgen_operator import FIELD_MANAGER, GROUP, VERSION
+from textgen_operator.autoscaling_status import autoscaling_condition, autoscaling_problems
 from textgen_operator.builders import build_desired
+from textgen_operator.builders.autoscaling import AUTOSCALER_KINDS, stale_autoscaler_kinds
 from textgen_operator.cache import ObjectCache, api_kind
 from textgen_operator.config import OperatorConfig
 from textgen_operator.events import FIELD_SELECTOR, current_failed_creates, failed_create_from_event
@@ -22,6 +24,7 @@ from textgen_operator.metrics import APPLIES, WATCH_RESTARTS
 from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import Urgency, apply_urgency, object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
+from textgen_operator.spec import tgs_spec
 from textgen_operator.status import Transition, build_status, build_transitions, status_changed
 from textgen_operator.workqueue import Key
 
@@ -156,6 +159,20 @@ async def _load_tgs(ctx: Context, key: Key) -> Body | None:
     return tgs
 
 
+async def _converge_autoscaler(ctx: Context, tgs: Body, desired: list[Body]) -> Body | None:
+    """Deletes the autoscalers of ours that spec.autoscaling no longer asks for (removed, or another provider):
+    spec.replicas rules again. Returns the live autoscaler the spec asks for, if any (its status feeds ours)."""
+    namespace, name, uid = tgs["metadata"]["namespace"], tgs["metadata"]["name"], tgs["metadata"]["uid"]
+    wanted = next((o for o in desired if api_kind(o) in AUTOSCALER_KINDS), None)
+    for kind in stale_autoscaler_kinds(wanted):
+        live = ctx.cache.get(kind, namespace, name)
+        if live is not None and any(ref.get("uid") == uid for ref in live["metadata"].get("ownerReferences", [])):
+            async with ctx.requests.slot(Urgency.REPAIR):
+                await ctx.kube.delete(live)
+            ctx.cache.delete(live)
+    return ctx.cache.get(api_kind(wanted), namespace, name) if wanted else None
+
+
 async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
     tgs = await _load_tgs(ctx, key)
@@ -166,16 +183,19 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     ref = tgs["spec"]["model"].get("tokenSecretRef")
     secret_exists = await ctx.kube.exists("v1/Secret", namespace, ref["name"]) if ref else None
     problems = find_problems(tgs, secret_exists, ctx.nodes.largest())
+    problems += autoscaling_problems(tgs_spec(tgs), ctx.config)
     if not any(p.blocking for p in problems):
         to_apply = [(obj, apply_urgency(obj, observed[object_key(obj)])) for obj in plan_applies(desired, observed)]
         problems += await _apply_all(ctx, to_apply)
+    autoscaler = await _converge_autoscaler(ctx, tgs, desired)
     sts = ctx.cache.get("apps/v1/StatefulSet", namespace, name)
     pods = ctx.cache.pods_of(namespace, name)
     accounts = {o["metadata"]["name"] for o in desired if o["kind"] == "ServiceAccount"
                 and ctx.cache.get("v1/ServiceAccount", namespace, o["metadata"]["name"]) is not None}
     failed = current_failed_creates(ctx.cache.failed_creates_of(namespace, name), sts, pods, accounts)
     now = _now()
-    status = build_status(tgs, sts, pods, problems, now, failed)
+    scaling = autoscaling_condition(tgs, tgs_spec(tgs), autoscaler)
+    status = build_status(tgs, sts, pods, problems, now, failed, [scaling] if scaling else [])
     old = tgs.get("status", {})
     if status_changed(old, status):
         async with ctx.requests.slot(Urgency.STATUS):
@@ -187,7 +207,8 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     return any(p.blocking for p in problems)
 
 
-CHILD_KINDS = ("v1/ServiceAccount", "v1/Service", "policy/v1/PodDisruptionBudget", "apps/v1/StatefulSet", "v1/Pod")
+CHILD_KINDS = ("v1/ServiceAccount", "v1/Service", "policy/v1/PodDisruptionBudget", "apps/v1/StatefulSet", "v1/Pod",
+               "autoscaling/v2/HorizontalPodAutoscaler")
 
 
 async def prime(ctx: Context) -> None:
@@ -195,7 +216,8 @@ async def prime(ctx: Context) -> None:
     namespaces = ctx.config.namespaces
     for tgs in await ctx.kube.list_all(TGS_KIND, namespaces, ""):
         ctx.cache.put(tgs)
-    for kind in CHILD_KINDS:
+    keda = ("keda.sh/v1alpha1/ScaledObject",) if ctx.config.autoscaling_provider == "keda" else ()
+    for kind in CHILD_KINDS + keda:
         for obj in await ctx.kube.list_all(kind, namespaces, f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"):
             ctx.cache.put(obj)
     log.info("cache primed with %d objects", len(ctx.cache))

@@ -74,10 +74,17 @@ class SchedulingSpec:
     runtime_class_name: str | None = None
 
 
+# Targets per pod of the built-in metric types when spec.autoscaling.metric.averageValue is unset, measured on
+# the benchmark model (operator/README.md, Autoscaling: what queue depth per pod keeps TTFT acceptable).
+DEFAULT_AVERAGE_VALUES: Mapping[str, str] = {"QueueSize": "4", "QueueAndBatchSize": "12"}
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    name: str = "tgi_queue_size"
-    average_value: str = "4"
+    type: str = "QueueSize"
+    name: str | None = None                       # Pods / External only
+    match_labels: Mapping[str, str] = field(default_factory=dict)   # External only
+    average_value: str = DEFAULT_AVERAGE_VALUES["QueueSize"]
 
 
 @dataclass(frozen=True)
@@ -85,15 +92,17 @@ class AutoscalingSpec:
     min_replicas: int
     max_replicas: int
     metric: MetricSpec = MetricSpec()
-    behavior: Body | None = None
+    # HorizontalPodAutoscalerBehavior directions the user gave ("scaleUp" / "scaleDown"); others are derived.
+    behavior: Mapping[str, Body] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RolloutSpec:
     max_unavailable: int = 0
-    max_surge: int = 0
+    max_surge: int = 1
     warmup_timeout_seconds: int = 1800
-    auto_rollback: bool = False
+    auto_rollback: bool = True
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,11 +185,16 @@ def _parse_scheduling(scheduling: Body) -> SchedulingSpec:
 def _parse_autoscaling(autoscaling: Body | None) -> AutoscalingSpec | None:
     if autoscaling is None:
         return None
-    metric = autoscaling.get("metric", {})
+    metric = autoscaling.get("metric") or {}
+    kind = str(metric.get("type", MetricSpec.type))
+    # Pods / External have no default target (the CRD requires one); the built-in types have a measured one.
+    average_value = metric.get("averageValue") or DEFAULT_AVERAGE_VALUES.get(kind, "")
+    behavior = {k: dict(v) for k, v in (autoscaling.get("behavior") or {}).items() if v is not None}
     return AutoscalingSpec(min_replicas=int(autoscaling["minReplicas"]), max_replicas=int(autoscaling["maxReplicas"]),
-                           metric=MetricSpec(str(metric.get("name", MetricSpec.name)),
-                                             str(metric.get("averageValue", MetricSpec.average_value))),
-                           behavior=autoscaling.get("behavior"))
+                           metric=MetricSpec(type=kind, name=_opt_str(metric.get("name")),
+                                             match_labels=dict((metric.get("selector") or {}).get("matchLabels") or {}),
+                                             average_value=str(average_value)),
+                           behavior=behavior)
 
 
 def _parse_rollout(rollout: Body) -> RolloutSpec:
@@ -188,7 +202,8 @@ def _parse_rollout(rollout: Body) -> RolloutSpec:
         max_unavailable=int(rollout.get("maxUnavailable", RolloutSpec.max_unavailable)),
         max_surge=int(rollout.get("maxSurge", RolloutSpec.max_surge)),
         warmup_timeout_seconds=int(rollout.get("warmupTimeoutSeconds", RolloutSpec.warmup_timeout_seconds)),
-        auto_rollback=bool(rollout.get("autoRollback", RolloutSpec.auto_rollback)))
+        auto_rollback=bool(rollout.get("autoRollback", RolloutSpec.auto_rollback)),
+        paused=bool(rollout.get("paused", RolloutSpec.paused)))
 
 
 def _quantities(values: Mapping[str, Any] | None) -> dict[str, str]:

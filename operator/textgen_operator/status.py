@@ -112,8 +112,9 @@ def _merge_conditions(old: list[Body], new: list[Condition], generation: int, no
 
 
 def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem], now: str,
-                 failed_creates: Sequence[FailedCreate] = ()) -> Body:
-    """The full status subresource of a TGS."""
+                 failed_creates: Sequence[FailedCreate] = (), extra_conditions: Sequence[Condition] = ()) -> Body:
+    """The full status subresource of a TGS. extra_conditions (e.g. Autoscaling) follow Ready, Progressing and
+    Degraded."""
     st = (sts or {}).get("status", {})
     generation = int(tgs["metadata"].get("generation", 0))
     status: Body = {
@@ -126,7 +127,8 @@ def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[P
         "selector": selector_string(tgs),
         "endpoint": f"http://{tgs_name(tgs)}.{tgs_namespace(tgs)}.svc:80",
         "conditions": _merge_conditions(tgs.get("status", {}).get("conditions", []),
-                                        build_conditions(tgs, sts, pods, problems, failed_creates),
+                                        build_conditions(tgs, sts, pods, problems, failed_creates)
+                                        + list(extra_conditions),
                                         generation, now),
     }
     for field in ("currentRevision", "updateRevision"):
@@ -148,7 +150,10 @@ def status_changed(old: Body, new: Body) -> bool:
 _EVENT_TYPES: dict[tuple[str, str], str] = {
     ("Ready", "True"): "Normal", ("Ready", "False"): "Normal",
     ("Degraded", "True"): "Warning", ("Degraded", "False"): "Normal",
+    # The autoscaler's own reason: cannot get metrics / cannot scale (Warning), limited at max, overridden.
+    ("Autoscaling", "False"): "Warning", ("Autoscaling", "True"): "Normal",
 }
+_WARNING_REASONS = frozenset({"ScaleOverridden"})   # a True condition that still asks the user to act
 
 
 def build_transitions(old: list[Body], new: list[Body]) -> list[Transition]:
@@ -160,5 +165,6 @@ def build_transitions(old: list[Body], new: list[Body]) -> list[Transition]:
         if key in _EVENT_TYPES and before.get(c["type"]) != (c["status"], c["reason"]):
             if c["type"] not in before and key in (("Degraded", "False"), ("Ready", "False")):
                 continue   # a fresh object that is starting normally: no news (and one write less)
-            events.append(Transition(_EVENT_TYPES[key], c["reason"], c["message"]))
+            event_type = "Warning" if c["reason"] in _WARNING_REASONS else _EVENT_TYPES[key]
+            events.append(Transition(event_type, c["reason"], c["message"]))
     return events

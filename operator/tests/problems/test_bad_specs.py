@@ -62,7 +62,6 @@ def test_extra_args_and_env_that_set_nothing_twice_are_fine(make_tgs: Any, spec:
 
 
 @pytest.mark.parametrize("spec, reason", [
-    ({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}}, "AutoscalingNotImplemented"),
     ({"rollout": {"autoRollback": True}}, "RolloutOptionNotImplemented"),
     ({"rollout": {"maxSurge": 1}}, "RolloutOptionNotImplemented"),   # stored under the old default
 ])

@@ -5,6 +5,7 @@ from typing import Any
 
 from textgen_operator.builders.accelerators import profile_for
 from textgen_operator.builders.container import build_container, termination_grace_period_seconds
+from textgen_operator.builders.services import HTTP_PORT
 from textgen_operator.config import OperatorConfig
 from textgen_operator.names import (
     ANNOTATION_TEMPLATE_HASH,
@@ -91,13 +92,21 @@ def build_pod_spec(tgs: Body, spec: TGSSpec, config: OperatorConfig) -> dict[str
     return pod
 
 
+def scrape_annotations(config: OperatorConfig) -> dict[str, str]:
+    """What annotation-based Prometheus pod discovery reads (the server's /metrics on its HTTP port)."""
+    if not config.pod_scrape_annotations:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(HTTP_PORT), "prometheus.io/path": "/metrics"}
+
+
 def build_pod_template(tgs: Body, spec: TGSSpec, config: OperatorConfig) -> dict[str, Any]:
     """Pod template with labels (ours win over spec.podLabels) and a hash of itself as an annotation."""
     template: dict[str, Any] = {
         "metadata": {"labels": {**spec.pod_labels, **common_labels(tgs)}},
         "spec": build_pod_spec(tgs, spec, config),
     }
-    annotations = dict(spec.pod_annotations)
+    # spec.podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false").
+    annotations = {**scrape_annotations(config), **spec.pod_annotations}
     annotations[ANNOTATION_TEMPLATE_HASH] = stable_hash(template)
     template["metadata"]["annotations"] = annotations
     return template
