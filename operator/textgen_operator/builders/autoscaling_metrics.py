@@ -40,5 +40,6 @@ def builtin_promql(metric_type: str, namespace: str, tgs: str) -> str:
 
 
 def adapter_metrics_query(metric_type: str) -> str:
-    """The prometheus-adapter externalRules metricsQuery (Go template) of a built-in metric type."""
-    return f"sum({series_expression(metric_type, '<<.LabelMatchers>>')}) by (<<.GroupBy>>)"
+    """The prometheus-adapter externalRules metricsQuery (Go template) of a built-in metric type. The adapter
+    puts the HPA's namespace and metric selector (textgen_dev_service=<TGS>) into <<.LabelMatchers>>; one sum."""
+    return f"sum({series_expression(metric_type, '<<.LabelMatchers>>')})"
