@@ -25,7 +25,6 @@ LIMITS = Limits(max_input_tokens=10, max_total_tokens=20, max_stop_sequences=2, 
     ({"best_of": 2, "top_k": 5, "seed": 3}, "`seed` must not be set when `best_of` > 1"),
     ({"truncate": 0}, "`truncate` must be strictly positive and at most 10 (--max-input-tokens). Given: 0"),
     ({"truncate": 11}, "Given: 11"),
-    ({"watermark": True}, "`watermark` is not supported yet"),
     ({"grammar": {"type": "regex", "value": "a+"}}, "`grammar` (guided generation) is not supported yet"),
     ({"adapter_id": "lora-1"}, "LoRA adapters are not supported yet"),
 ])

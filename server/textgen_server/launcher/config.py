@@ -8,6 +8,7 @@ whole thing with errors a user can act on. Nothing else in the server reads the 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,10 +59,14 @@ class LauncherArgs:
     graceful_termination_timeout: float
     shard_startup_timeout: float
     disable_prefix_caching: bool
+    disable_grammar_support: bool = False  # TGI's flag: `grammar`, response_format and tools get a 422
     # TGI request limits (router/validation.py, router/routes_tgi_payload.py)
     max_best_of: int = 2
     max_client_batch_size: int = 4
     payload_limit: int = 2_000_000
+    # TGI's watermark settings for requests with `watermark: true` (sampling/watermark.py)
+    watermark_gamma: float = 0.5
+    watermark_delta: float = 2.0
     # Operations (router/ops.py)
     json_output: bool = False
     api_key: str | None = None
@@ -141,6 +146,10 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--max-best-of", "MAX_BEST_OF", int, 2, "largest best_of a request may ask"),
     ("--max-client-batch-size", "MAX_CLIENT_BATCH_SIZE", int, 4, "most prompts in one request"),
     ("--payload-limit", "PAYLOAD_LIMIT", int, 2_000_000, "largest request body in bytes (413 beyond)"),
+    # TGI's watermark (Kirchenbauer et al.) for requests that send `watermark: true`; TGI's defaults.
+    ("--watermark-gamma", "WATERMARK_GAMMA", float, 0.5,
+     "fraction of the vocabulary in each green list of the watermark (the detector needs the same value)"),
+    ("--watermark-delta", "WATERMARK_DELTA", float, 2.0, "logit bias the watermark adds to green tokens"),
     ("--max-input-tokens", "MAX_INPUT_TOKENS", _optional(int), None,
      "longest prompt in tokens (default: min(max_position_embeddings - 1, 4095))"),
     ("--max-total-tokens", "MAX_TOTAL_TOKENS", _optional(int), None,
@@ -178,6 +187,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     disable_env = environ.get("DISABLE_PREFIX_CACHING", "").lower() in ("1", "true", "yes")
     parser.add_argument("--disable-prefix-caching", action="store_true", default=disable_env,
                         help="turn off the KV prefix cache [env: DISABLE_PREFIX_CACHING]")
+    grammar_env = environ.get("DISABLE_GRAMMAR_SUPPORT", "").lower() in ("1", "true", "yes")
+    parser.add_argument("--disable-grammar-support", action="store_true", default=grammar_env,
+                        help="refuse (422) constrained decoding: `grammar`, `response_format` other than text, "
+                        "and `tools` [env: DISABLE_GRAMMAR_SUPPORT]")
     trust_env = environ.get("TRUST_REMOTE_CODE", "").lower() in ("1", "true", "yes")
     parser.add_argument("--trust-remote-code", action="store_true", default=trust_env,
                         help="let the tokenizer run code from the model repository (the model itself always runs "
@@ -297,6 +310,11 @@ def _positive_problems(args: LauncherArgs) -> list[str]:
         problems.append(f"--waiting-served-ratio must be >= 0, got {args.waiting_served_ratio}")
     if not 0 < args.port < 65536:
         problems.append(f"--port must be between 1 and 65535, got {args.port}")
+    if not 0.0 < args.watermark_gamma < 1.0:  # also refuses NaN
+        problems.append(f"--watermark-gamma must be strictly between 0 and 1 (the green fraction of the vocabulary), "
+                        f"got {args.watermark_gamma}")
+    if not (args.watermark_delta > 0.0 and math.isfinite(args.watermark_delta)):
+        problems.append(f"--watermark-delta must be a positive finite logit bias, got {args.watermark_delta}")
     if args.graceful_termination_timeout < 0:
         problems.append(f"--graceful-termination-timeout must be >= 0, got {args.graceful_termination_timeout}")
     return problems

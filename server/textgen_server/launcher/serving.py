@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import logging
 from typing import Any
 
 from textgen_server.engine.block_manager import BlockManager
 from textgen_server.engine.scheduler import Scheduler, SchedulerConfig
+from textgen_server.grammar.service import build_grammar_service
 from textgen_server.launcher.config import LauncherConfig
-from textgen_server.protocol import ModelInfo, WarmupResult, WarmupSpec
+from textgen_server.protocol import ModelInfo, WarmupResult, WarmupSpec, WatermarkParams
 from textgen_server.router.app import RouterState, Serving
 from textgen_server.router.batcher import Batcher
 from textgen_server.router.client import ShardClient
@@ -53,7 +55,8 @@ def build_limits(config: LauncherConfig, scheduler: Scheduler) -> Limits:
     return Limits(max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens,
                   max_stop_sequences=config.args.max_stop_sequences, max_top_n_tokens=config.args.max_top_n_tokens,
                   kv_capacity_tokens=capacity, max_best_of=config.args.max_best_of,
-                  max_client_batch_size=config.args.max_client_batch_size)
+                  max_client_batch_size=config.args.max_client_batch_size,
+                  watermark=WatermarkParams(config.args.watermark_gamma, config.args.watermark_delta))
 
 
 def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -> Info:
@@ -103,7 +106,10 @@ async def start_serving(config: LauncherConfig, state: RouterState, socket_paths
     tokenizer = await tokenizer_task
     batcher = Batcher(scheduler, client, tokenizer, eos_token_ids=frozenset(model.eos_token_ids),
                       metrics=state.metrics)
-    state.serving = Serving(batcher=batcher, tokenizer=tokenizer, limits=build_limits(config, scheduler),
+    grammar = build_grammar_service(config.args.disable_grammar_support, tokenizer, model.vocab_size,
+                                    list(model.eos_token_ids))
+    limits = dataclasses.replace(build_limits(config, scheduler), grammar=grammar)
+    state.serving = Serving(batcher=batcher, tokenizer=tokenizer, limits=limits,
                             info=build_info(config, model, scheduler),
                             max_concurrent_requests=config.args.max_concurrent_requests)
     return asyncio.create_task(batcher.run(), name="batching-loop")

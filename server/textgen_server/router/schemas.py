@@ -33,8 +33,8 @@ class GenerateParameters(BaseModel):
     top_n_tokens: int | None = None
     return_full_text: bool | None = None
     truncate: int | None = None                # keep only the last `truncate` prompt tokens
-    watermark: bool = False                    # not supported yet: 422 when true
-    grammar: dict[str, Any] | None = None      # not supported yet: 422 when set
+    watermark: bool = False                    # green-list watermark (--watermark-gamma/-delta)
+    grammar: dict[str, Any] | None = None      # {"type": "json" | "regex", "value": ...} (textgen_server/grammar)
     adapter_id: str | None = None              # LoRA adapters: not supported yet, 422 when set
     # Not in TGI's HTTP API (its gRPC has it): generate max_new_tokens whatever EOS says; for benchmarks.
     ignore_eos_token: bool = False

@@ -9,7 +9,9 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from textgen_server.protocol import SamplingParams
+from textgen_server.protocol import SamplingParams, WatermarkParams
+from textgen_server.grammar.compile import GrammarError
+from textgen_server.grammar.service import GrammarService
 from textgen_server.router.schemas import GenerateParameters
 
 
@@ -26,7 +28,7 @@ class ValidationError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """The server-wide limits a request is checked against (from the launcher config and warmup)."""
+    """The server-wide limits a request is checked against, and settings it gets (launcher config, warmup)."""
 
     max_input_tokens: int
     max_total_tokens: int
@@ -35,6 +37,10 @@ class Limits:
     kv_capacity_tokens: int        # the whole KV cache: num_blocks * block_size
     max_best_of: int = 2           # TGI's --max-best-of default
     max_client_batch_size: int = 4  # most prompts in one request (list prompts of /v1/completions)
+    # Checks `grammar` objects against the tokenizer (textgen_server/grammar); None = --disable-grammar-support.
+    grammar: GrammarService | None = None
+    # --watermark-gamma / --watermark-delta, given to the requests that ask for `watermark: true`
+    watermark: WatermarkParams = WatermarkParams()
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,9 @@ def validate(parameters: GenerateParameters, prompt_ids: list[int], limits: Limi
     best_of = _check_best_of(parameters, limits)
     kept_ids = _truncate(list(prompt_ids), parameters.truncate, limits)
     max_new = _check_lengths(parameters.max_new_tokens, len(kept_ids), limits)
-    params = build_sampling_params(parameters, rng or random.Random())
+    grammar = _check_grammar(parameters, limits)
+    params = build_sampling_params(parameters, rng or random.Random(), limits.watermark)
+    params = replace(params, grammar=grammar)
     return ValidRequest(prompt_ids=kept_ids, params=params, max_new_tokens=max_new,
                         stop_sequences=tuple(parameters.stop), details=parameters.details,
                         decoder_input_details=parameters.decoder_input_details,
@@ -84,9 +92,11 @@ def uses_sampling(parameters: GenerateParameters) -> bool:
     return parameters.do_sample or any(value is not None for value in given)
 
 
-def build_sampling_params(parameters: GenerateParameters, rng: random.Random) -> SamplingParams:
+def build_sampling_params(parameters: GenerateParameters, rng: random.Random,
+                          watermark: WatermarkParams = WatermarkParams()) -> SamplingParams:
     """Maps the HTTP parameters to the shard's; any warper (temperature, top-k/p, typical-p) implies sampling,
-    as in TGI, and a sampled request without a seed gets a random one so its details can report it."""
+    as in TGI, and a sampled request without a seed gets a random one so its details can report it.
+    `watermark` is the server's setting, applied when the request asks for it."""
     temperature = parameters.temperature if parameters.temperature is not None else 1.0
     top_k = parameters.top_k or 0
     top_p = parameters.top_p if parameters.top_p is not None else 1.0
@@ -101,7 +111,7 @@ def build_sampling_params(parameters: GenerateParameters, rng: random.Random) ->
         repetition_penalty=_clamp_scale(parameters.repetition_penalty if parameters.repetition_penalty is not None
                                         else 1.0),
         frequency_penalty=parameters.frequency_penalty if parameters.frequency_penalty is not None else 0.0,
-        top_n_tokens=parameters.top_n_tokens or 0)
+        top_n_tokens=parameters.top_n_tokens or 0, watermark=watermark if parameters.watermark else None)
 
 
 def _clamp_scale(value: float) -> float:
@@ -110,13 +120,26 @@ def _clamp_scale(value: float) -> float:
 
 def _check_unsupported(p: GenerateParameters) -> None:
     rules: list[tuple[bool, str]] = [
-        (p.watermark, "`watermark` is not supported yet by this server; send the request without it"),
-        (p.grammar is not None, "`grammar` (guided generation) is not supported yet by this server; send the "
-         "request without it and validate the output on the client"),
         (p.adapter_id is not None, f"`adapter_id` ({p.adapter_id!r}): LoRA adapters are not supported yet by this "
          "server; send the request without it"),
     ]
     _raise_first(rules)
+
+
+def _check_grammar(p: GenerateParameters, limits: Limits) -> str:
+    """The checked llguidance grammar text ("" without `grammar`); the route compiled it off the loop first."""
+    if p.grammar is None:
+        return ""
+    if limits.grammar is None:
+        raise ValidationError("`grammar` is not supported: this server runs with --disable-grammar-support "
+                              "(DISABLE_GRAMMAR_SUPPORT); send the request without it")
+    if p.ignore_eos_token:
+        raise ValidationError("`grammar` cannot be combined with ignoring EOS: a complete grammar ends the "
+                              "sequence with EOS; drop one of them")
+    try:
+        return limits.grammar.compile(p.grammar)
+    except GrammarError as error:
+        raise ValidationError(f"`grammar`: {error}") from None
 
 
 def _check_sampling(p: GenerateParameters, limits: Limits) -> None:

@@ -1,8 +1,10 @@
 """Watermark detector: how likely a text is to carry the green-list watermark of `watermark.py`.
 
     python -m textgen_server.sampling.watermark_detect --model DIR [--gamma 0.5] [--prompt TEXT] [TEXT]
+    python -m textgen_server.sampling.watermark_detect --model DIR --token-ids '[12, 345, ...]' [--prompt TEXT]
 
-(the text from standard input when not given). It prints one JSON object: `num_scored` tokens, `num_green`,
+(the text from standard input when neither is given; `--token-ids` scores the generated ids themselves, e.g.
+`details.tokens[].id` of /generate, with no re-tokenization). It prints one JSON object: `num_scored` tokens, `num_green`,
 `green_fraction`, `z_score`, `p_value`, and `watermarked` (z above `--threshold`, default 4 as in the paper).
 
 A scored token is green when it is in the green list of the token before it. Without the watermark each token is
@@ -12,8 +14,9 @@ p-value its one-sided normal tail (Kirchenbauer et al. 2023, section 3). Detecti
 vocabulary size (config.json `vocab_size`, the width of the logits the server biased) and the server's
 --watermark-gamma; delta is not needed (it sets how strongly text is watermarked, not how it is scored).
 
-The text is tokenized again (no special tokens added). A tokenizer usually gives back the generated ids, but a
-sampled text may re-tokenize otherwise at a few places, which only lowers z. The first token of a text has no
+The text is tokenized again (no special tokens added). A model that writes whole characters usually gets its ids
+back, but tokens that end inside a UTF-8 character decode to U+FFFD and other merges may re-tokenize differently,
+which lowers z: a random-weight test model emits such byte fragments all the time, so score its token ids. The first token of a text has no
 previous token in it: give `prompt` (the request's `inputs`) to score it against the prompt's last token, as the
 server seeded it; without one it is skipped.
 """
@@ -49,6 +52,9 @@ def score_token_ids(token_ids: Sequence[int], vocab_size: int, gamma: float = DE
     if not 0.0 < gamma < 1.0:
         raise ValueError(f"gamma must be strictly between 0 and 1, got {gamma}")
     ids = [previous_token_id, *token_ids] if previous_token_id is not None else list(token_ids)
+    outside = [i for i in ids if not 0 <= i < vocab_size]
+    if outside:
+        raise ValueError(f"token ids {outside[:5]} are outside the vocabulary [0, {vocab_size}): wrong model?")
     pairs = list(zip(ids, ids[1:]))
     num_green = sum(bool(green_mask(previous, vocab_size, gamma)[token]) for previous, token in pairs)
     return build_score(num_green, len(pairs), gamma)
@@ -91,6 +97,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompt", default=None, help="the request's inputs, to score the first token too")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="z above which the text is called watermarked [default: %(default)s]")
+    parser.add_argument("--token-ids", type=json.loads, default=None,
+                        help="a JSON list of generated token ids to score instead of a text")
     parser.add_argument("text", nargs="?", default=None, help="the text to score (default: standard input)")
     return parser.parse_args(argv)
 
@@ -101,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     vocab_size = args.vocab_size or load_vocab_size(args.model)
-    text = args.text if args.text is not None else sys.stdin.read()
-    score = score_text(text, tokenizer, vocab_size, args.gamma, args.prompt)
+    if args.token_ids is not None:
+        previous = list(tokenizer(args.prompt)["input_ids"])[-1] if args.prompt else None
+        score = score_token_ids([int(i) for i in args.token_ids], vocab_size, args.gamma, previous)
+    else:
+        text = args.text if args.text is not None else sys.stdin.read()
+        score = score_text(text, tokenizer, vocab_size, args.gamma, args.prompt)
     print(json.dumps({**asdict(score), "watermarked": score.z_score > args.threshold}))
     return 0
 
