@@ -278,3 +278,12 @@ class Kube:
     async def create_event(self, event: Body) -> None:
         path, resource = self.collection("v1/Event", event["metadata"]["namespace"])
         await self._request("create", resource, "POST", path, body=event)
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> Body | None:
+        """Deletes a pod if it is still the one we saw (uid precondition; 409 otherwise), with its own grace
+        period (preStop, drain); returns the API's answer (the pod with its deletionTimestamp), None if gone.
+        Only the rollout deletes pods."""
+        path, resource = self.collection("v1/Pod", namespace)
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        return await self._request("delete", resource, "DELETE", f"{path}/{quote(name)}", body=body,
+                                   allow_404=True)

@@ -16,5 +16,10 @@ QUEUE_DEPTH = Gauge("textgen_operator_queue_depth", "TextGenerationServices wait
 API_THROTTLED = Counter("textgen_operator_api_throttled_total",
                         "API answers that asked to come back later (429, or 5xx with Retry-After), each waited out "
                         "and sent again.", ["verb", "resource"])
+ROLLOUT_SECONDS = Histogram(
+    "textgen_operator_rollout_duration_seconds",
+    "Rollouts from their first step (surge started) to every replica Ready at the target revision, by result: "
+    "complete (the spec's revision) or rolled_back (back on the last good one).", ["result"],
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
 WATCH_RESTARTS = Counter("textgen_operator_watch_restarts_total",
                          "Restarts of the operator's own Event watch after an error, by error kind.", ["kind"])

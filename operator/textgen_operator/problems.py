@@ -67,18 +67,6 @@ def check_not_implemented(spec: TGSSpec) -> list[Problem]:
         problems.append(Problem("SpeculationNotImplemented",
                                 f"spec.speculate={spec.speculate}: speculative decoding is not implemented yet; "
                                 "set spec.speculate to 0 or remove it"))
-    return problems + _rollout_and_scaling_not_implemented(spec)
-
-
-def _rollout_and_scaling_not_implemented(spec: TGSSpec) -> list[Problem]:
-    # Not blocking: the pods serve as they should; only the promised automation is missing, and the user is told.
-    problems = []
-    if spec.rollout.auto_rollback or spec.rollout.max_surge > 0:
-        problems.append(Problem("RolloutOptionNotImplemented",
-                                f"spec.rollout.autoRollback={str(spec.rollout.auto_rollback).lower()}, "
-                                f"maxSurge={spec.rollout.max_surge}: automatic rollback and surge rollouts are not "
-                                "implemented yet (pods are replaced one at a time); set autoRollback false and "
-                                "maxSurge 0", blocking=False))
     return problems
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ from textgen_operator.metrics import APPLIES, WATCH_RESTARTS
 from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import Urgency, apply_urgency, object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
+from textgen_operator.rollout.act import act as act_rollout
+from textgen_operator.rollout.step import Step, plan_step
 from textgen_operator.spec import tgs_spec
 from textgen_operator.status import Transition, build_status, build_transitions, status_changed
 from textgen_operator.workqueue import Key
@@ -173,12 +176,26 @@ async def _converge_autoscaler(ctx: Context, tgs: Body, desired: list[Body]) -> 
     return ctx.cache.get(api_kind(wanted), namespace, name) if wanted else None
 
 
+async def _act_rollout(ctx: Context, tgs: Body, rollout: Step) -> None:
+    now = _now()
+
+    async def send(event_type: str, reason: str, message: str) -> None:
+        await ctx.kube.create_event(_event(tgs, Transition(event_type, reason, message), now))
+
+    await act_rollout(ctx.kube, ctx.cache, ctx.requests, tgs["metadata"]["namespace"], rollout.plan,
+                      rollout.recorded, time.time(), send)
+
+
 async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
     tgs = await _load_tgs(ctx, key)
     if tgs is None or tgs["metadata"].get("deletionTimestamp"):
         return False    # garbage collection removes the children through their owner references
-    desired = build_desired(tgs, ctx.config)
+    # The rollout planner decides the StatefulSet's template, replicas and rollout annotations (textgen_operator/
+    # rollout); its pod deletions follow the applies.
+    rollout = plan_step(tgs, build_desired(tgs, ctx.config), ctx.cache.get("apps/v1/StatefulSet", namespace, name),
+                        ctx.cache.pods_of(namespace, name), time.time())
+    desired = rollout.desired
     observed = {object_key(o): ctx.cache.get(api_kind(o), namespace, o["metadata"]["name"]) for o in desired}
     ref = tgs["spec"]["model"].get("tokenSecretRef")
     secret_exists = await ctx.kube.exists("v1/Secret", namespace, ref["name"]) if ref else None
@@ -187,6 +204,8 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     if not any(p.blocking for p in problems):
         to_apply = [(obj, apply_urgency(obj, observed[object_key(obj)])) for obj in plan_applies(desired, observed)]
         problems += await _apply_all(ctx, to_apply)
+        await _act_rollout(ctx, tgs, rollout)
+    problems += rollout.problems
     autoscaler = await _converge_autoscaler(ctx, tgs, desired)
     sts = ctx.cache.get("apps/v1/StatefulSet", namespace, name)
     pods = ctx.cache.pods_of(namespace, name)
@@ -195,7 +214,7 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     failed = current_failed_creates(ctx.cache.failed_creates_of(namespace, name), sts, pods, accounts)
     now = _now()
     scaling = autoscaling_condition(tgs, tgs_spec(tgs), autoscaler)
-    status = build_status(tgs, sts, pods, problems, now, failed, [scaling] if scaling else [])
+    status = build_status(tgs, sts, pods, problems, now, failed, [scaling] if scaling else [], rollout.plan)
     old = tgs.get("status", {})
     if status_changed(old, status):
         async with ctx.requests.slot(Urgency.STATUS):
@@ -204,7 +223,8 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
         for transition in build_transitions(old.get("conditions", []), status["conditions"]):
             async with ctx.requests.slot(Urgency.EVENT):
                 await ctx.kube.create_event(_event(tgs, transition, now))
-    return any(p.blocking for p in problems)
+    # A rollout waiting on a warmup timeout is looked at again even if no pod changes (blocked-retry period).
+    return any(p.blocking for p in problems) or rollout.plan.recheck_seconds is not None
 
 
 CHILD_KINDS = ("v1/ServiceAccount", "v1/Service", "policy/v1/PodDisruptionBudget", "apps/v1/StatefulSet", "v1/Pod",

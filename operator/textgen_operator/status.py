@@ -8,6 +8,7 @@ from textgen_operator.events import FAILED_CREATE, FailedCreate, describe_failed
 from textgen_operator.names import Body, selector_string, tgs_name, tgs_namespace
 from textgen_operator.pod_health import container_failures, count_warming, last_warmup_seconds, unschedulable_message
 from textgen_operator.problems import Problem
+from textgen_operator.rollout.model import Plan
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 
@@ -56,9 +57,16 @@ def _degraded(problems: list[Problem], failed_creates: list[FailedCreate], pods:
     return Condition("Degraded", "False", "AsExpected", "No problems observed")
 
 
-def _progressing(desired: int, sts: Body | None) -> Condition:
+# Progressing reasons of a rollout that is not moving (done, or given up on and waiting for a spec change).
+SETTLED_PHASES = ("Stable", "RolledBack", "RolloutFailed")
+
+
+def _progressing(desired: int, sts: Body | None, rollout: Plan | None = None) -> Condition:
     if sts is None:
         return Condition("Progressing", "True", "Creating", "The StatefulSet is being created")
+    if rollout is not None:
+        settled = rollout.phase in SETTLED_PHASES
+        return Condition("Progressing", "False" if settled else "True", rollout.phase, rollout.message)
     st = sts.get("status", {})
     if not _sts_observed(sts):
         return Condition("Progressing", "True", "Updating", "The StatefulSet controller has not seen the change yet")
@@ -71,9 +79,11 @@ def _progressing(desired: int, sts: Body | None) -> Condition:
     return Condition("Progressing", "False", "Stable", "All replicas run the current spec")
 
 
-def _ready(desired: int, sts: Body | None, blocking: list[Problem]) -> Condition:
+def _ready(desired: int, sts: Body | None, blocking: list[Problem], rollout: Plan | None = None) -> Condition:
     if blocking:
         return Condition("Ready", "False", blocking[0].reason, blocking[0].message)
+    if rollout is not None and rollout.rolling and sts is not None:
+        return Condition("Ready", "False", "ReplicasNotReady", f"a rollout is in progress: {rollout.message}")
     st = (sts or {}).get("status", {})
     ready, updated = st.get("readyReplicas", 0), st.get("updatedReplicas", 0)
     if desired == 0:
@@ -90,12 +100,12 @@ def _ready(desired: int, sts: Body | None, blocking: list[Problem]) -> Condition
 
 
 def build_conditions(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem],
-                     failed_creates: Sequence[FailedCreate] = ()) -> list[Condition]:
+                     failed_creates: Sequence[FailedCreate] = (), rollout: Plan | None = None) -> list[Condition]:
     """Ready, Progressing and Degraded, in that order. failed_creates: the StatefulSet controller's FailedCreate
-    warnings that still hold (events.current_failed_creates)."""
+    warnings that still hold (events.current_failed_creates); rollout: the rollout planner's step."""
     desired = int(tgs["spec"].get("replicas", 1))
     blocking = [p for p in problems if p.blocking]
-    return [_ready(desired, sts, blocking), _progressing(desired, sts),
+    return [_ready(desired, sts, blocking, rollout), _progressing(desired, sts, rollout),
             _degraded(problems, list(failed_creates), pods)]
 
 
@@ -112,9 +122,10 @@ def _merge_conditions(old: list[Body], new: list[Condition], generation: int, no
 
 
 def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem], now: str,
-                 failed_creates: Sequence[FailedCreate] = (), extra_conditions: Sequence[Condition] = ()) -> Body:
+                 failed_creates: Sequence[FailedCreate] = (), extra_conditions: Sequence[Condition] = (),
+                 rollout: Plan | None = None) -> Body:
     """The full status subresource of a TGS. extra_conditions (e.g. Autoscaling) follow Ready, Progressing and
-    Degraded."""
+    Degraded; rollout (the planner's step) gives the revisions, updatedReplicas and Progressing."""
     st = (sts or {}).get("status", {})
     generation = int(tgs["metadata"].get("generation", 0))
     status: Body = {
@@ -127,13 +138,20 @@ def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[P
         "selector": selector_string(tgs),
         "endpoint": f"http://{tgs_name(tgs)}.{tgs_namespace(tgs)}.svc:80",
         "conditions": _merge_conditions(tgs.get("status", {}).get("conditions", []),
-                                        build_conditions(tgs, sts, pods, problems, failed_creates)
+                                        build_conditions(tgs, sts, pods, problems, failed_creates, rollout)
                                         + list(extra_conditions),
                                         generation, now),
     }
     for field in ("currentRevision", "updateRevision"):
         if st.get(field):
             status[field] = st[field]
+    if rollout is not None and sts is not None:
+        # Revisions are pod template hashes; the StatefulSet's own currentRevision never moves under OnDelete.
+        status["updatedReplicas"] = rollout.updated
+        status["updateRevision"] = rollout.target
+        status.pop("currentRevision", None)
+        if rollout.good_revision:
+            status["currentRevision"] = rollout.good_revision
     warmup = last_warmup_seconds(pods)
     if warmup is None:      # no Ready pod tells now (all restarting, scaled to zero): keep the last measurement
         warmup = tgs.get("status", {}).get("lastWarmupSeconds")

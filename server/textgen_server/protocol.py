@@ -30,6 +30,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     top_n_tokens: int = 0          # alternatives returned with each chosen token
     watermark: WatermarkParams | None = None  # None = off
+    grammar: str = ""              # llguidance grammar text (router-checked); "" = unconstrained
 
 
 @dataclass(frozen=True)

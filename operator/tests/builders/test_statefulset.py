@@ -176,9 +176,11 @@ def test_template_hash_is_stable_and_follows_the_spec(make_tgs: Any) -> None:
     assert digest() == digest(replicas=5), "replicas is not part of the pod template"
 
 
-def test_owner_reference_and_rolling_update(make_tgs: Any) -> None:
+def test_owner_reference_and_operator_driven_update(make_tgs: Any) -> None:
     sts = build_statefulset(make_tgs(replicas=3), CONFIG)
     ref = sts["metadata"]["ownerReferences"][0]
     assert ref["kind"] == "TextGenerationService" and ref["uid"] == "uid-1" and ref["controller"] is True
     assert sts["spec"]["replicas"] == 3 and sts["spec"]["serviceName"] == "demo-headless"
-    assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    # The operator's rollout replaces pods (tests/rollout/); the controller must never stop one by itself.
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"

@@ -8,7 +8,8 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "textgen_operator"
 PURE = ["builders", "spec.py", "plan.py", "status.py", "problems.py", "names.py", "quantities.py", "config.py",
-        "cache.py", "workqueue.py", "pod_health.py", "events.py"]
+        "cache.py", "workqueue.py", "pod_health.py", "events.py", "rollout/model.py", "rollout/planner.py",
+        "rollout/words.py", "rollout/statefulset.py", "rollout/step.py"]
 FORBIDDEN = ("kopf", "aiohttp", "kubernetes", "textgen_operator.kube", "textgen_operator.reconciler",
              "textgen_operator.handlers", "torch", "textgen_server")
 

@@ -115,8 +115,9 @@ def build_pod_template(tgs: Body, spec: TGSSpec, config: OperatorConfig) -> dict
 def build_statefulset(tgs: Body, config: OperatorConfig) -> Body:
     """The StatefulSet of one TGS.
 
-    Spec changes roll pods with RollingUpdate; partition stays 0 here and is the lever a surge/warm rollout
-    controller moves later. Pods are independent replicas, so they start and stop in parallel.
+    Spec changes reach pods through the operator's rollout (textgen_operator/rollout): OnDelete, so the
+    controller never stops a pod by itself; the rollout raises replicas for the surge and deletes old pods once
+    new ones are warm. Pods are independent replicas, so they start and stop in parallel.
     """
     spec = tgs_spec(tgs)
     sts_spec: dict[str, Any] = {
@@ -124,7 +125,7 @@ def build_statefulset(tgs: Body, config: OperatorConfig) -> Body:
         "serviceName": headless_service_name(tgs),
         "selector": {"matchLabels": selector_labels(tgs)},
         "podManagementPolicy": "Parallel",
-        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+        "updateStrategy": {"type": "OnDelete"},
         "revisionHistoryLimit": 5,
         "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
         "template": build_pod_template(tgs, spec, config),

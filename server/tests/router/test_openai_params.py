@@ -54,8 +54,6 @@ def test_stop_string_frequency_penalty_and_ignore_eos_carry_over() -> None:
     ({"logit_bias": {"12": 5}}, "`logit_bias` is not supported yet"),
     ({"top_logprobs": 2}, "`top_logprobs` needs `logprobs: true`"),
     ({"logprobs": True, "top_logprobs": 6}, "`top_logprobs` must be >= 0 and <= 5 (--max-top-n-tokens)"),
-    ({"tools": [{"type": "function"}]}, "`tools` (function calling) is not supported yet"),
-    ({"response_format": {"type": "json_object"}}, "'json_object' is not supported yet"),
     ({"max_tokens": 0}, "`max_tokens` must be at least 1"),
     ({"max_completion_tokens": -3}, "`max_completion_tokens` must be at least 1, got -3"),
 ])

@@ -25,7 +25,8 @@ LIMITS = Limits(max_input_tokens=10, max_total_tokens=20, max_stop_sequences=2, 
     ({"best_of": 2, "top_k": 5, "seed": 3}, "`seed` must not be set when `best_of` > 1"),
     ({"truncate": 0}, "`truncate` must be strictly positive and at most 10 (--max-input-tokens). Given: 0"),
     ({"truncate": 11}, "Given: 11"),
-    ({"grammar": {"type": "regex", "value": "a+"}}, "`grammar` (guided generation) is not supported yet"),
+    # Limits without a grammar checker = --disable-grammar-support
+    ({"grammar": {"type": "regex", "value": "a+"}}, "`grammar` is not supported: this server runs with --disable-grammar-support"),
     ({"adapter_id": "lora-1"}, "LoRA adapters are not supported yet"),
 ])
 def test_rejections_say_what_and_how_much(parameters: dict, message: str) -> None:

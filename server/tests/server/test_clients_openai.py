@@ -172,7 +172,7 @@ def test_models_list_names_the_served_model(client: openai.OpenAI, tiny_llama_di
     ({"temperature": -1}, "`temperature` must be >= 0 and <= 2"),
     ({"max_tokens": 600}, "must be <= 512 (--max-total-tokens)"),
     ({"top_logprobs": 2}, "`top_logprobs` needs `logprobs: true`"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "`tools`"),
+    ({"tool_choice": "required"}, "`tool_choice`"),
 ])
 def test_openai_sdk_surfaces_validation_errors(client: openai.OpenAI, kwargs: dict[str, Any],
                                                fragment: str) -> None:

@@ -73,7 +73,7 @@ def test_best_of_returns_the_most_likely_candidate_and_the_others(server: Launch
     ("/generate", {"best_of": 4, "do_sample": True}, "`best_of` must be > 0 and <= 3 (--max-best-of). Given: 4"),
     ("/generate", {"best_of": 2, "do_sample": True, "seed": 1}, "`seed` must not be set when `best_of` > 1"),
     ("/generate_stream", {"best_of": 2, "do_sample": True}, "`best_of` != 1 is not allowed for this endpoint"),
-    ("/generate", {"grammar": {"type": "json", "value": {}}}, "`grammar` (guided generation) is not supported yet"),
+    ("/generate", {"grammar": {"type": "regex", "value": "a("}}, "`grammar`: the grammar is not valid"),
     ("/generate", {"truncate": 41}, "`truncate` must be strictly positive and at most 40"),
 ])
 def test_unsupported_or_invalid_parameters_are_422(server: LauncherProcess, path: str, parameters: dict[str, Any],

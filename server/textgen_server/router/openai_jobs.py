@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textgen_server.router.chat import encode_chat_prompt, render_chat_prompt
+from textgen_server.router.grammar_routes import chat_grammar
 from textgen_server.router.openai_params import (
     build_choice_parameters,
     chat_max_tokens,
@@ -51,7 +52,9 @@ def build_chat_job(body: ChatCompletionRequest, tokenizer: Any, limits: Limits, 
     _check_fan_out(body.n, 1, max_sequences)
     prompt_ids = encode_chat_prompt(tokenizer, render_chat_prompt(tokenizer, body.messages))
     top_n = (body.top_logprobs or 0) if body.logprobs else None
-    parameters = build_choice_parameters(body, chat_max_tokens(body), top_n, rng or random.Random())
+    grammar = chat_grammar(body)
+    parameters = [p.model_copy(update={"grammar": grammar})
+                  for p in build_choice_parameters(body, chat_max_tokens(body), top_n, rng or random.Random())]
     subs = [SubRequest(index, _validate(p, prompt_ids, limits)) for index, p in enumerate(parameters)]
     return Job(chat=True, meta=meta, subs=subs, prompt_tokens=len(prompt_ids), stops=_stops(body),
                logprobs=body.logprobs, include_usage=_include_usage(body))

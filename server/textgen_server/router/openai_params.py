@@ -61,11 +61,6 @@ def check_chat_request(request: ChatCompletionRequest, max_top_n_tokens: int) ->
     if top is not None and not 0 <= top <= min(MAX_TOP_LOGPROBS, max_top_n_tokens):
         raise ValidationError(f"`top_logprobs` must be >= 0 and <= {min(MAX_TOP_LOGPROBS, max_top_n_tokens)} "
                               f"(--max-top-n-tokens), got {top}")
-    if request.tools:
-        raise ValidationError("`tools` (function calling) is not supported yet; omit `tools` and `tool_choice`")
-    if request.response_format and request.response_format.get("type", "text") != "text":
-        raise ValidationError(f"`response_format` {request.response_format.get('type')!r} is not supported yet; "
-                              "only {\"type\": \"text\"}")
     _check_max_tokens(request.max_completion_tokens, "max_completion_tokens")
     _check_max_tokens(request.max_tokens, "max_tokens")
 

@@ -28,6 +28,7 @@ from textgen_server.router.app import (
     finish_unless_disconnected,
 )
 from textgen_server.router.batcher import GenerationError
+from textgen_server.router.grammar_routes import chat_grammar, prepare_grammar
 from textgen_server.router.openai_jobs import Job, SubRequest, build_chat_job, build_completion_job
 from textgen_server.router.openai_responses import (
     ChoiceOutput,
@@ -74,6 +75,11 @@ def register_openai_routes(app: FastAPI, state: RouterState) -> None:
         """The model's chat template over `messages`; `stream: true` answers chat.completion.chunk events."""
         def build(serving: Serving, meta: ResponseMeta) -> Job:
             return build_chat_job(body, serving.tokenizer, serving.limits, meta, serving.max_concurrent_requests)
+
+        try:
+            await prepare_grammar(state, chat_grammar(body))
+        except ValidationError:
+            pass  # build() raises it again and answers 422
 
         return await _serve(state, request, body.stream, "chatcmpl", build)
 

@@ -24,6 +24,7 @@ from textgen_server.router.app import (
     finish_unless_disconnected,
 )
 from textgen_server.router.batcher import GenerationError
+from textgen_server.router.grammar_routes import prepare_grammar
 from textgen_server.router.responses import (
     Candidate,
     build_generate_response,
@@ -59,11 +60,13 @@ def register_tgi_routes(app: FastAPI, state: RouterState) -> None:
 
     @app.post("/generate", response_model=GenerateResponse, responses=_GENERATE_ERRORS)
     async def generate(body: GenerateRequest, request: Request) -> Response:
+        await prepare_grammar(state, body.parameters.grammar)
         admitted = prepare(state, body, streaming=False)
         return admitted if isinstance(admitted, JSONResponse) else await _generate(*admitted, body.inputs, request)
 
     @app.post("/generate_stream", responses={**_SSE, **_GENERATE_ERRORS})
     async def generate_stream(body: GenerateRequest) -> Response:
+        await prepare_grammar(state, body.parameters.grammar)
         admitted = prepare(state, body, streaming=True)
         return admitted if isinstance(admitted, JSONResponse) else _start_stream(*admitted, body.inputs)
 

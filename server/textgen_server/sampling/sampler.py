@@ -1,7 +1,9 @@
 """Choose the next token of every sampling row in a step, with logprobs and top-n alternatives.
 
 Order, as TGI: watermark (watermark.py), repetition penalty, frequency penalty, then temperature, top-k, top-p,
-typical-p. Greedy rows take the argmax of the processed scores; sampling rows draw with seeded noise (seeded.py).
+typical-p; the grammar mask (grammar.py) goes first, which is the same as TGI's place after the penalties since
+-inf stays -inf under all of them. Greedy rows take the argmax of the processed scores; sampling rows draw with
+seeded noise (seeded.py).
 Logprobs are those of the distribution the token was chosen from (after the processors), as TGI returns them.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 
 from textgen_server.protocol import Generation, SamplingParams, Token
 from textgen_server.sampling import processors
+from textgen_server.sampling.grammar import GrammarState, apply_grammar_masks
 from textgen_server.sampling.seeded import exponential_noise, sample_with_noise
 from textgen_server.sampling.watermark import apply_watermark
 
@@ -23,6 +26,7 @@ class RequestState:
     params: SamplingParams
     num_prompt_tokens: int
     history: list[int] = field(default_factory=list)   # prompt + generated tokens, in order
+    grammar: GrammarState | None = None                # the matcher of a constrained request (params.grammar)
 
     @property
     def num_generated(self) -> int:
@@ -32,7 +36,7 @@ class RequestState:
 
 def sample_batch(request_ids: list[int], logits: torch.Tensor, states: list[RequestState]) -> list[Generation]:
     """One Generation per row of logits [S, V] (float32 recommended), row i belonging to states[i]."""
-    scores = _process(logits.float(), states)
+    scores = _process(apply_grammar_masks(logits.float(), states), states)
     log_probs = scores.log_softmax(dim=1)
     chosen = _choose(log_probs, states)
     chosen_logprobs = log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1).tolist()

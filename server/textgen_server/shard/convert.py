@@ -101,6 +101,7 @@ def sampling_params_to_pb(params: SamplingParams) -> pb.SamplingParameters:
         top_n_tokens=params.top_n_tokens,
         watermark=(pb.Watermark(gamma=params.watermark.gamma, delta=params.watermark.delta)
                    if params.watermark is not None else None),
+        grammar=params.grammar,
     )
 
 
@@ -117,6 +118,7 @@ def sampling_params_from_pb(message: pb.SamplingParameters) -> SamplingParams:
         top_n_tokens=message.top_n_tokens,
         watermark=(WatermarkParams(gamma=message.watermark.gamma, delta=message.watermark.delta)
                    if message.HasField("watermark") else None),
+        grammar=message.grammar,
     )
 
 

@@ -18,6 +18,7 @@ from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
 from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
 from textgen_server.sampling import RequestState, sample_batch
+from textgen_server.sampling.grammar import GrammarFactory
 from textgen_server.shard.errors import InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
@@ -44,6 +45,8 @@ class ModelRunner:
         self.states: dict[int, RequestState] = {}
         # Prompt logprobs of requests whose prompt is still arriving in chunks (decoder_input_details).
         self.prompt_logprobs: dict[int, PromptLogprobs] = {}
+        # Grammar matchers of constrained requests (params.grammar); the tokenizer loads on the first one.
+        self.grammars = GrammarFactory(model_path, self.loaded.config.vocab_size, self.loaded.eos_token_ids)
 
     def info(self) -> ModelInfo:
         """Model and device facts the router needs before warmup."""
@@ -127,7 +130,9 @@ class ModelRunner:
         sampling_states = []
         for item in items:
             if item.params is not None:
-                self.states[item.request_id] = _new_state(item, item.params)
+                self.states[item.request_id] = state = _new_state(item, item.params)
+                if item.params.grammar:  # a readmission starts a fresh matcher: it replays the generated tokens
+                    state.grammar = self.grammars.new_state(item.params.grammar)
                 self.prompt_logprobs.pop(item.request_id, None)  # a readmission restarts them too
             elif item.request_id not in self.states:
                 raise InvalidStepError(

@@ -1,0 +1,122 @@
+"""Grammar masks on the shard: one llguidance matcher per constrained sequence, applied to its logits row.
+
+A matcher follows the tokens of its request's history (prompt excluded), consuming at each step those it has not
+seen yet, so it stays right through chunked prefill, preemption (readmission replays the generated tokens) and
+whatever token the router fed. Tokens the grammar forbids get -inf before every other processor (TGI's order);
+when the grammar is complete only the end-of-sequence ids remain, so the sequence ends with EOS. Rows without a
+grammar are never touched, so free requests sample exactly as in a batch without constrained ones.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import llguidance
+import llguidance.torch
+import torch
+
+from textgen_server.grammar.compile import build_ll_tokenizer
+
+TEMPLATES_KEPT = 256  # grammars whose freshly built matcher is kept for deep_copy (cheaper than a rebuild)
+
+
+@dataclass
+class GrammarState:
+    """A sequence's matcher and how many of its generated tokens it has consumed."""
+
+    matcher: llguidance.LLMatcher
+    num_consumed: int = 0
+
+
+class GrammarRow(Protocol):
+    """What the mask needs of a sampler row (sampler.RequestState)."""
+
+    grammar: GrammarState | None
+    history: list[int]
+    num_prompt_tokens: int
+
+
+class GrammarFactory:
+    """Builds matchers for one model's tokenizer, loaded on first use (most servers never see a grammar)."""
+
+    def __init__(self, model_path: str | Path, vocab_size: int, eos_token_ids: list[int]) -> None:
+        self.model_path, self.vocab_size, self.eos_token_ids = Path(model_path), vocab_size, eos_token_ids
+        self._tokenizer: llguidance.LLTokenizer | None = None
+        self._templates: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new_state(self, grammar_text: str) -> GrammarState:
+        """A fresh matcher at the start of `grammar_text` (checked by the router, so errors here are bugs that
+        show as a matcher in error state, which then allows only EOS)."""
+        with self._lock:
+            template = self._templates.get(grammar_text)
+            if template is None:
+                template = llguidance.LLMatcher(self._require_tokenizer(), grammar_text, log_level=0)
+                self._templates[grammar_text] = template
+                while len(self._templates) > TEMPLATES_KEPT:
+                    self._templates.popitem(last=False)
+            else:
+                self._templates.move_to_end(grammar_text)
+            return GrammarState(template.deep_copy())
+
+    def _require_tokenizer(self) -> llguidance.LLTokenizer:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer  # here: a shard that never sees a grammar never loads it
+
+            from textgen_server.grammar.compile import hf_tokenizer_json
+            hf_tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+            self._tokenizer = build_ll_tokenizer(hf_tokenizer_json(hf_tokenizer), self.vocab_size,
+                                                 self.eos_token_ids)
+        return self._tokenizer
+
+
+def apply_grammar_masks(scores: torch.Tensor, rows: list[GrammarRow]) -> torch.Tensor:
+    """scores [S, V] with -inf on every token a row's grammar forbids now (rows without one unchanged)."""
+    constrained = [i for i, row in enumerate(rows) if row.grammar is not None]
+    if not constrained:
+        return scores
+    matchers = []
+    for i in constrained:
+        state = rows[i].grammar
+        assert state is not None
+        _catch_up(state, rows[i])
+        matchers.append(state.matcher)
+    vocab_size = scores.shape[1]
+    bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab_size)  # [G, ceil(V / 32)] int32
+    if len(matchers) > 1:  # llguidance's thread pool, without the GIL
+        llguidance.torch.fill_next_token_bitmask_par(_executor(), [(m, j) for j, m in enumerate(matchers)], bitmask)
+    else:
+        for j, matcher in enumerate(matchers):
+            llguidance.torch.fill_next_token_bitmask(matcher, bitmask, j)
+    allowed = unpack_bitmask(bitmask, vocab_size).to(scores.device)  # [G, V] bool
+    index = torch.tensor(constrained, dtype=torch.long, device=scores.device)
+    scores = scores.clone()
+    scores[index] = scores[index].masked_fill(~allowed, float("-inf"))
+    return scores
+
+
+_EXECUTORS: list[llguidance.LLExecutor] = []
+
+
+def _executor() -> llguidance.LLExecutor:
+    if not _EXECUTORS:
+        _EXECUTORS.append(llguidance.LLExecutor())
+    return _EXECUTORS[0]
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[G, W] int32 bit words (token t allowed iff bit t % 32 of word t // 32) -> [G, vocab_size] bool."""
+    shifts = torch.arange(32, dtype=torch.int32)
+    bits = (bitmask.unsqueeze(-1) >> shifts) & 1  # [G, W, 32]
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
+
+
+def _catch_up(state: GrammarState, row: GrammarRow) -> None:
+    generated = row.history[row.num_prompt_tokens:]
+    pending = generated[state.num_consumed:]
+    if pending:
+        state.matcher.consume_tokens(pending)  # a forbidden token puts the matcher in error: EOS only from then
+        state.num_consumed = len(generated)
