@@ -9,7 +9,8 @@ Two deliberate differences, both so that nothing is silently ignored:
 - tgi-gaudi reads a boolean as `value.lower() == "true"`, so `ENABLE_HPU_GRAPH=1` or a typo means false there.
   Here true/false/1/0/yes/no are read (any case) and anything else is refused naming the variable.
 - Combinations where one setting would make another do nothing are refused (LIMIT_HPU_GRAPH without HPU graphs,
-  FLASH_ATTENTION_RECOMPUTE without USE_FLASH_ATTENTION, PROF_* without PROF_STEP > 0), as is
+  FLASH_ATTENTION_RECOMPUTE without USE_FLASH_ATTENTION, PROF_* without PROF_STEP > 0, PROF_STEP > 0 with
+  PROF_WARMUPSTEP=0, which optimum-habana's HabanaProfile turns into a silent no-op), as is
   SKIP_TOKENIZER_IN_TGI=true (token-id strings in place of text are not implemented).
 """
 from __future__ import annotations
@@ -206,6 +207,11 @@ def _combination_problems(config: GaudiConfig, names_set: set[str], num_shards: 
     if inert and not config.profiler.enabled:
         problems.append(f"{', '.join(inert)} set but PROF_STEP is 0 (profiler off): set PROF_STEP to the number "
                         "of steps to record, or unset them")
+    if config.profiler.enabled and config.profiler.warmup_steps == 0:
+        # optimum-habana's HabanaProfile is a no-op unless warmup > 0 (tgi-gaudi then records nothing, silently).
+        problems.append(f"PROF_STEP={config.profiler.active_steps} records nothing with PROF_WARMUPSTEP=0 "
+                        "(optimum-habana's HabanaProfile needs at least one warmup step): set PROF_WARMUPSTEP=1 "
+                        "or more")
     out_of_range = [rank for rank in config.profiler.ranks if rank >= num_shards]
     if config.profiler.enabled and out_of_range:
         problems.append(f"PROF_RANKS={','.join(map(str, config.profiler.ranks))} names rank(s) {out_of_range} but "
