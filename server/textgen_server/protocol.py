@@ -49,6 +49,10 @@ class StepItem:
     # Compute prompt logprobs for this item's tokens (every chunk of the first prefill, from start_pos 0); the
     # shard returns them all on the Generation of the request's sampling item (see shard.proto).
     prefill_logprobs: bool = False
+    # Speculative decoding: the last `num_speculative` entries of token_ids are candidate tokens (a decode item is
+    # then [current token, c1..cK]); the shard samples at every one of those positions and returns one Generation
+    # per accepted candidate plus the token chosen after the last match (see shard.proto).
+    num_speculative: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Token:
 
 @dataclass(frozen=True)
 class Generation:
-    """A sampled token for one StepItem that had sample=True."""
+    """A sampled token for one StepItem that had sample=True (a speculative item gets one per accepted token)."""
 
     request_id: int
     token: Token
@@ -67,6 +71,8 @@ class Generation:
     # log P(prompt[i] | prompt[:i]) for i = 1 .. len(prompt) - 1, only on the first Generation of a request
     # whose items asked for prefill_logprobs; empty otherwise.
     prefill_logprobs: list[float] = field(default_factory=list)
+    # Candidates for the request's next step (speculative decoding), on the last Generation of its item only.
+    speculative_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -96,17 +96,18 @@ class BlockManager:
         self._grow(seq, seq.num_tokens)
 
     # ---- append (decode) --------------------------------------------------------------------------------
-    def can_append(self, seq: Sequence) -> bool:
-        """Whether the block table can grow to cover every known token of `seq`."""
-        return self._num_missing_blocks(seq) <= self.num_free_blocks
+    def can_append(self, seq: Sequence, num_lookahead: int = 0) -> bool:
+        """Whether the block table can grow to cover every known token of `seq` plus `num_lookahead` slots."""
+        return self._num_missing_blocks(seq, num_lookahead) <= self.num_free_blocks
 
-    def append(self, seq: Sequence) -> None:
-        """Grows `seq`'s block table to cover all its known tokens (at most one block in decode)."""
-        num_missing = self._num_missing_blocks(seq)
+    def append(self, seq: Sequence, num_lookahead: int = 0) -> None:
+        """Grows `seq`'s block table to cover all its known tokens plus `num_lookahead` slots (speculative
+        candidates: their KV is written there; slots of rejected ones are overwritten by later tokens)."""
+        num_missing = self._num_missing_blocks(seq, num_lookahead)
         if num_missing > self.num_free_blocks:
             raise RuntimeError(f"append: no free block for {seq!r}; call can_append first")
         if num_missing:
-            self._grow(seq, seq.num_tokens)
+            self._grow(seq, seq.num_tokens + num_lookahead)
 
     # ---- free ---------------------------------------------------------------------------------------------
     def free(self, seq: Sequence) -> None:
@@ -165,8 +166,8 @@ class BlockManager:
         self._content_ids[block_id] = self._next_content_id
         self._next_content_id += 1
 
-    def _num_missing_blocks(self, seq: Sequence) -> int:
-        return max(0, self.num_blocks_for(seq.num_tokens) - len(seq.block_ids))
+    def _num_missing_blocks(self, seq: Sequence, num_lookahead: int = 0) -> int:
+        return max(0, self.num_blocks_for(seq.num_tokens + num_lookahead) - len(seq.block_ids))
 
     def _grow(self, seq: Sequence, num_tokens: int) -> None:
         while len(seq.block_ids) < self.num_blocks_for(num_tokens):

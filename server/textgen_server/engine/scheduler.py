@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from textgen_server.engine.block_manager import BlockManager
 from textgen_server.engine.sequence import FinishReason, Sequence, SequenceStatus
+from textgen_server.engine.speculative import fit_candidates, group_generations
 # Re-exported: the router imports these from here.
 from textgen_server.engine.step import ScheduledStep as ScheduledStep
 from textgen_server.engine.step import SchedulerConfig as SchedulerConfig
@@ -32,14 +33,16 @@ class _StepPlan:
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
+    candidates: list[list[int]] = field(default_factory=list)   # speculative tokens after the new ones
     prefill_budget: int = 0
     num_running_tokens: int = 0
     preempted: list[Sequence] = field(default_factory=list)
     admitted: list[Sequence] = field(default_factory=list)
 
-    def add(self, seq: Sequence, num_tokens: int) -> None:
+    def add(self, seq: Sequence, num_tokens: int, candidates: list[int] | None = None) -> None:
         self.seqs.append(seq)
         self.num_new_tokens.append(num_tokens)
+        self.candidates.append(candidates or [])
 
 
 class Scheduler:
@@ -139,8 +142,11 @@ class Scheduler:
             if seq.num_uncomputed_tokens > 1:
                 self._continue_prefill(seq, plan)
             elif self._make_room(seq, plan):
-                self.block_manager.append(seq)
-                plan.add(seq, 1)
+                # Speculative candidates take only blocks that are free after the last token's own.
+                candidates = fit_candidates(seq, self.block_manager)
+                self.block_manager.append(seq, len(candidates))
+                plan.add(seq, 1, candidates)
+                plan.num_running_tokens += len(candidates)
             if seq.status is SequenceStatus.RUNNING:
                 plan.num_running_tokens += seq.num_tokens
 
@@ -171,6 +177,7 @@ class Scheduler:
         self.block_manager.free(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
+        seq.speculative_ids = []
         self._waiting[seq.request_id] = seq
         self._waiting.move_to_end(seq.request_id, last=False)
         self.finished_request_ids.append(seq.request_id)
@@ -188,6 +195,7 @@ class Scheduler:
         if len(plan.admitted) < min_size:
             self._undo_admissions(plan)
             del plan.seqs[num_items_before:], plan.num_new_tokens[num_items_before:]
+            del plan.candidates[num_items_before:]
             plan.prefill_budget = budget_before
 
     def _min_admission_size(self) -> int:
@@ -231,9 +239,9 @@ class Scheduler:
 
     # ---- step building ------------------------------------------------------------------------------------
     def _build_step(self, plan: _StepPlan) -> ScheduledStep:
-        items = [self._build_item(seq, n) for seq, n in zip(plan.seqs, plan.num_new_tokens)]
+        items = [self._build_item(seq, n, c) for seq, n, c in zip(plan.seqs, plan.num_new_tokens, plan.candidates)]
         num_prefill_tokens = self.config.max_batch_prefill_tokens - plan.prefill_budget
-        is_prefill = any(len(item.token_ids) > 1 or item.params is not None for item in items)
+        is_prefill = any(len(item.token_ids) - item.num_speculative > 1 or item.params is not None for item in items)
         return ScheduledStep(
             items=items,
             seqs=list(plan.seqs),
@@ -244,14 +252,14 @@ class Scheduler:
         )
 
     @staticmethod
-    def _build_item(seq: Sequence, num_tokens: int) -> StepItem:
+    def _build_item(seq: Sequence, num_tokens: int, candidates: list[int]) -> StepItem:
         start = seq.num_computed_tokens
         end = start + num_tokens
         first = seq.needs_params
         seq.needs_params = False
         return StepItem(
             request_id=seq.request_id,
-            token_ids=seq.token_ids[start:end],
+            token_ids=seq.token_ids[start:end] + candidates,
             start_pos=start,
             block_ids=list(seq.block_ids),
             sample=end == seq.num_tokens,
@@ -259,35 +267,38 @@ class Scheduler:
             prefix_token_ids=seq.token_ids[:start] if first else [],
             num_prompt_tokens=seq.num_prompt_tokens if first else 0,
             prefill_logprobs=seq.needs_prefill_logprobs,
+            num_speculative=len(candidates),
         )
 
     # ---- postprocess --------------------------------------------------------------------------------------
     def postprocess(self, step: ScheduledStep, generations: list[Generation]) -> list[SequenceUpdate]:
         """Applies a finished step: advances sequences, appends sampled tokens, finishes and frees them.
 
-        `generations` holds one Generation per item with sample=True, in item order (the shard's contract).
-        Sequences aborted while the step was in flight are skipped.
+        `generations` holds, in item order, one Generation per item with sample=True, followed for a speculative
+        item by one per accepted candidate (the shard's contract). Sequences aborted while the step was in flight
+        are skipped.
         """
-        _check_generations(step, generations)
-        pending = iter(generations)
         updates: list[SequenceUpdate] = []
-        for item, seq in zip(step.items, step.seqs):
-            generation = next(pending) if item.sample else None
+        for item, seq, group in zip(step.items, step.seqs, group_generations(step.items, generations)):
             if seq.status is not SequenceStatus.RUNNING:
                 continue
-            seq.num_computed_tokens += len(item.token_ids)
+            # The item's tokens and the accepted candidates are in the KV cache; rejected slots are overwritten later.
+            num_computed = len(item.token_ids) - item.num_speculative + max(0, len(group) - 1)
+            reason: FinishReason | None = None
+            for generation in group:
+                seq.token_ids.append(generation.token.id)
+                reason = seq.finish_reason_after(generation.token.id)
+                updates.append(SequenceUpdate(seq.request_id, generation, reason))
+                if reason is not None:
+                    break
+            # Before finishing: a finished sequence's computed full blocks stay in the prefix cache.
+            seq.num_computed_tokens = min(seq.num_computed_tokens + num_computed, seq.num_tokens)
             self.block_manager.register_computed_blocks(seq)
-            if generation is not None:
-                updates.append(self._append_token(seq, generation))
+            if reason is not None:
+                self._finish(seq, reason)
+            elif group:
+                seq.speculative_ids = list(group[-1].speculative_ids)
         return updates
-
-    def _append_token(self, seq: Sequence, generation: Generation) -> SequenceUpdate:
-        token_id = generation.token.id
-        seq.token_ids.append(token_id)
-        reason = seq.finish_reason_after(token_id)
-        if reason is not None:
-            self._finish(seq, reason)
-        return SequenceUpdate(request_id=seq.request_id, generation=generation, finish_reason=reason)
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         del self._running[seq.request_id]
@@ -302,12 +313,3 @@ class Scheduler:
             f" {self.block_manager.num_free_blocks}/{self.block_manager.num_blocks} blocks free"
         )
 
-
-def _check_generations(step: ScheduledStep, generations: list[Generation]) -> None:
-    expected = [item.request_id for item in step.items if item.sample]
-    received = [generation.request_id for generation in generations]
-    if expected != received:
-        raise ValueError(
-            f"postprocess: the shard returned generations for requests {received}, expected {expected}"
-            " (one per item with sample=True, in item order); the router and shard disagree on the step"
-        )

@@ -68,6 +68,10 @@ class Sequence:
         self.num_preemptions = 0
         # Prompt logprobs asked (decoder_input_details): computed during the prefill before the first token.
         self.want_prefill_logprobs = want_prefill_logprobs
+        # Speculative decoding: candidate tokens for the next decode step (proposed by the shard with the latest
+        # token). They are not in token_ids: the next step computes them after the last token and keeps those the
+        # model agrees with.
+        self.speculative_ids: list[int] = []
 
     @property
     def num_tokens(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from textgen_server.devices import DEVICE_CHOICES, OVERRIDE_ENV
 from textgen_server.launcher import tgi_env
+from textgen_server.speculation.config import SpeculationPlan
 from textgen_server.launcher.parallel import (SINGLE_CPU, ParallelConfig, ParallelConfigError,
                                               build_parallel_config, visible_cpus)
 
@@ -77,7 +78,7 @@ class LauncherArgs:
     master_addr: str = "localhost"
     master_port: int = 29500
     device_environ: tuple[tuple[str, str], ...] = ()   # the environment devices.py reads (override, visibility)
-    # TGI's model flags: honoured (trust_remote_code) or refused by name in validate (quantize, speculate > 0)
+    # TGI's model flags: honoured (trust_remote_code, speculate: speculation/config.py) or refused by name (quantize)
     quantize: str | None = None
     speculate: int | None = None
     trust_remote_code: bool = False
@@ -95,6 +96,8 @@ class LauncherConfig:
     max_batch_prefill_tokens: int
     parallel: ParallelConfig = SINGLE_CPU  # shard count, device, rendezvous; set by build_config
     warnings: tuple[str, ...] = ()         # accepted but not applied here; the launcher logs each as a WARNING
+    # --speculate against the model (speculation/config.py); with Medusa, model_path is the base model's directory
+    speculation: SpeculationPlan = SpeculationPlan("off", 0)
 
 
 def parse_bytes(text: str) -> int:
@@ -138,7 +141,9 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--quantize", "QUANTIZE", _optional(str), None,
      f"TGI's quantization methods ({', '.join(tgi_env.TGI_QUANTIZE_METHODS)}): none is implemented yet, each is "
      "refused by name"),
-    ("--speculate", "SPECULATE", _optional(int), None, "speculative tokens per step: not implemented yet, only 0"),
+    ("--speculate", "SPECULATE", _optional(int), None,
+     "speculative candidate tokens per step, verified in one forward pass (0 = off): n-gram prompt lookup on any "
+     "model; Medusa heads when --model-id is a Medusa repository (default and maximum: its medusa_num_heads)"),
     ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
     ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),
     ("--max-top-n-tokens", "MAX_TOP_N_TOKENS", int, 5, "largest top_n_tokens a request may ask"),
@@ -274,7 +279,7 @@ def validate(config: LauncherConfig, max_position_embeddings: int | None) -> Non
 
 def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
     args = config.args
-    problems = tgi_env.model_flag_problems(args.quantize, args.speculate)
+    problems = tgi_env.model_flag_problems(args.quantize)
     if args.dtype is not None and args.dtype not in DEFAULT_DTYPES:
         problems.append(f"--dtype {args.dtype!r} is not one of {', '.join(DEFAULT_DTYPES)}")
     if config.max_input_tokens < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import json
 import logging
@@ -19,6 +20,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -30,6 +32,8 @@ from textgen_server.launcher.shards import ShardProcess, ShardSpec
 from textgen_server.models.hub import ModelResolveError, resolve_model
 from textgen_server.router.app import Phase, RouterState, build_app
 from textgen_server.router.ops import OpsOptions, configure_logging, install_ops
+from textgen_server.speculation.config import (SpeculationConfigError, SpeculationPlan, check_medusa_heads,
+                                               plan_speculation)
 
 logger = logging.getLogger("textgen_server.launcher")
 
@@ -74,12 +78,33 @@ def load_config(args: LauncherArgs) -> LauncherConfig:
     """Parsed flags + environment -> model resolved once -> defaults from its config.json -> validated config."""
     model_path = resolve_model(args.model_id, args.revision, args.huggingface_hub_cache, args.hf_token,
                                with_code=args.trust_remote_code)
+    speculation = _plan_speculation(model_path, args.speculate)
+    if speculation.medusa is not None:  # a Medusa repository names its base model: that is what the shards load
+        model_path = resolve_model(speculation.medusa.base_model_id, None, args.huggingface_hub_cache, args.hf_token,
+                                   with_code=args.trust_remote_code)
     with open(model_path / "config.json", encoding="utf-8") as file:
         model_config = json.load(file)
-    config = build_config(args, model_path, model_config)
+    _check_medusa(speculation, model_config)
+    config = dataclasses.replace(build_config(args, model_path, model_config), speculation=speculation)
     for warning in config.warnings:  # accepted but not applied: said once, loudly
         logger.warning("%s", warning)
     return config
+
+
+def _plan_speculation(model_path: Path, speculate: int | None) -> SpeculationPlan:
+    try:
+        return plan_speculation(model_path, speculate)
+    except SpeculationConfigError as error:
+        raise ConfigError(str(error)) from error
+
+
+def _check_medusa(speculation: SpeculationPlan, model_config: dict[str, Any]) -> None:
+    """Heads that do not fit the base model are refused before any shard starts (exit 2, not a shard crash)."""
+    if speculation.medusa is not None:
+        try:
+            check_medusa_heads(speculation.medusa, int(model_config["hidden_size"]), int(model_config["vocab_size"]))
+        except (SpeculationConfigError, KeyError) as error:
+            raise ConfigError(f"Medusa: {error}") from error
 
 
 class Launcher:
@@ -181,7 +206,9 @@ class Launcher:
                              world_size=parallel.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory,
                              device=parallel.device.actual, master_addr=parallel.master_addr,
                              master_port=parallel.master_port, num_threads=parallel.threads_per_rank,
-                             join_timeout=args.shard_startup_timeout, group_key=group_key)
+                             join_timeout=args.shard_startup_timeout, group_key=group_key,
+                             speculate=self.config.speculation.num_tokens,
+                             medusa_path=self.config.speculation.medusa.path if self.config.speculation.medusa else None)
             self.shards.append(await ShardProcess.spawn(spec))
         await asyncio.gather(*(shard.wait_ready(args.shard_startup_timeout) for shard in self.shards))
         sockets = [shard.spec.socket_path for shard in self.shards]

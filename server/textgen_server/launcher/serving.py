@@ -68,6 +68,7 @@ def build_info(config: LauncherConfig, model: ModelInfo, scheduler: Scheduler) -
                 max_batch_prefill_tokens=config.max_batch_prefill_tokens,
                 waiting_served_ratio=args.waiting_served_ratio, max_waiting_tokens=args.max_waiting_tokens,
                 max_batch_size=args.max_batch_size, max_best_of=args.max_best_of,
+                speculate=config.speculation.num_tokens, speculation=config.speculation.method,
                 max_client_batch_size=args.max_client_batch_size, num_shard=model.num_shards, version=_version())
 
 

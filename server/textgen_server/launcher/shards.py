@@ -44,6 +44,8 @@ class ShardSpec:
     # Names this launch's keys in the rendezvous store: ranks of another launch that reach the same address (two
     # launchers on one host with the same --master-port) never join this group.
     group_key: str = "textgen"
+    speculate: int = 0                  # speculative candidates per step (speculation/config.py decided which)
+    medusa_path: Path | None = None     # the Medusa repository whose heads propose them
 
     @property
     def socket_path(self) -> str:
@@ -64,6 +66,10 @@ def build_shard_command(spec: ShardSpec) -> list[str]:
                     "--join-timeout", str(spec.join_timeout), "--group-key", spec.group_key]
     if spec.num_threads is not None:
         command += ["--num-threads", str(spec.num_threads)]
+    if spec.speculate:
+        command += ["--speculate", str(spec.speculate)]
+    if spec.medusa_path is not None:
+        command += ["--medusa-path", str(spec.medusa_path)]
     return command
 
 

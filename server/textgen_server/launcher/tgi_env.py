@@ -107,16 +107,14 @@ def device_env_warnings(names: Iterable[str], device: str) -> tuple[str, ...]:
             f"shards run on {device}",)
 
 
-def model_flag_problems(quantize: str | None, speculate: int | None) -> list[str]:
-    """TGI's --quantize and --speculate: accepted by the parser so that each value is refused by name here."""
+def model_flag_problems(quantize: str | None) -> list[str]:
+    """TGI's --quantize: accepted by the parser so that each value is refused by name here (--speculate is
+    honoured: speculation/config.py checks it against the model)."""
     problems = []
     if quantize is not None:
         unknown = "" if quantize in TGI_QUANTIZE_METHODS else " (nor is it one of TGI's methods)"
         problems.append(f"--quantize {quantize} is not implemented: this server has no quantization method "
                         f"yet{unknown}; remove --quantize (QUANTIZE) and serve the model unquantized in --dtype")
-    if speculate is not None and speculate != 0:
-        problems.append(f"--speculate {speculate} is not implemented: speculative decoding is not supported "
-                        "yet; remove --speculate (SPECULATE) or set it to 0")
     return problems
 
 

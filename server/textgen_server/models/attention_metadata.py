@@ -42,7 +42,7 @@ class AttentionMetadata:
     decode: DecodeBatch | None
     input_ids: torch.Tensor             # [1, T]
     position_ids: torch.Tensor          # [1, T]
-    sample_rows: torch.Tensor           # [S] rows whose logits are needed, in item order
+    sample_rows: torch.Tensor           # [S] rows whose logits are needed, in item order (1 + K per speculative item)
 
 
 def build_attention_metadata(items: list[StepItem], block_size: int, device: torch.device) -> AttentionMetadata:
@@ -65,8 +65,9 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
         else:
             table = torch.tensor(item.block_ids, dtype=torch.long, device=device)
             chunks.append(ChunkSegment(row, row + len(item.token_ids), item.start_pos, table))
-        if item.sample:
-            sample_rows.append(row + len(item.token_ids) - 1)
+        if item.sample:  # a speculative item samples at its last token and at each candidate
+            end = row + len(item.token_ids)
+            sample_rows.extend(range(end - 1 - item.num_speculative, end))
     return AttentionMetadata(
         slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
         chunks=chunks,

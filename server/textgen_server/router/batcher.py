@@ -63,6 +63,7 @@ class _Live:
     first_scheduled: float | None = None  # monotonic times, for metrics
     first_token: float | None = None
     last_token: float | None = None
+    num_skipped_tokens: int = 0      # accepted speculative candidates (TGI's skipped tokens)
 
 
 class Batcher:
@@ -193,7 +194,9 @@ class Batcher:
             raise
         rpc_done = time.perf_counter()
         self.counters.rpc_seconds += rpc_done - started
-        for update in self.scheduler.postprocess(step, generations):
+        updates = self.scheduler.postprocess(step, generations)
+        self._note_speculation(step, generations)
+        for update in updates:
             self._deliver(update)
         if self.metrics is not None:
             forward = getattr(self.client, "shard_forward_seconds", 0.0) - forward_before
@@ -218,6 +221,21 @@ class Batcher:
             logger.info("preempted %d request(s) for lack of KV blocks (ids %s); they will be recomputed "
                         "(total preemptions: %d)", len(step.preempted_request_ids), step.preempted_request_ids,
                         self.counters.num_preemptions)
+
+    def _note_speculation(self, step: ScheduledStep, generations: list[Generation]) -> None:
+        """Speculative candidates of the step: each Generation beyond one per sampling item is an accepted one."""
+        num_proposed = sum(item.num_speculative for item in step.items)
+        if not num_proposed:
+            return
+        per_request: dict[int, int] = {}
+        for generation in generations:
+            per_request[generation.request_id] = per_request.get(generation.request_id, -1) + 1
+        for request_id, num_accepted in per_request.items():
+            live = self._live.get(request_id)
+            if live is not None:
+                live.num_skipped_tokens += num_accepted
+        if self.metrics is not None:
+            self.metrics.speculated(num_proposed, len(generations) - step.num_sampled)
 
     def _deliver(self, update: SequenceUpdate) -> None:
         live = self._live.get(update.request_id)
@@ -302,7 +320,8 @@ def _record_step_metrics(metrics: ServerMetrics, step: ScheduledStep) -> None:
 def _timings(live: _Live) -> RequestTimings:
     return RequestTimings(arrival=live.seq.arrival_time, first_scheduled=live.first_scheduled,
                           first_token=live.first_token, finished=time.monotonic(),
-                          num_input_tokens=live.seq.num_prompt_tokens, num_generated_tokens=len(live.output.tokens))
+                          num_input_tokens=live.seq.num_prompt_tokens, num_generated_tokens=len(live.output.tokens),
+                          num_skipped_tokens=live.num_skipped_tokens)
 
 
 def _log_done(live: _Live, finish_reason: str) -> None:

@@ -41,6 +41,7 @@ class RequestTimings:
     finished: float
     num_input_tokens: int
     num_generated_tokens: int
+    num_skipped_tokens: int = 0      # accepted speculative candidates (tokens that took no step of their own)
 
 
 class _BareCounters(Collector):
@@ -165,6 +166,7 @@ class ServerMetrics:
         self.request_queue_duration.observe(scheduled - timings.arrival)
         self.request_inference_duration.observe(timings.finished - scheduled)
         self.request_generated_tokens.observe(timings.num_generated_tokens)
+        self.request_skipped_tokens.observe(timings.num_skipped_tokens)
         if timings.first_token is not None:
             self.request_ttft.observe(timings.first_token - timings.arrival)
         if timings.num_generated_tokens > 1 and timings.first_token is not None:
@@ -197,6 +199,12 @@ class ServerMetrics:
         """New requests joined a batch that was already decoding (TGI's concatenation)."""
         self.counters.inc("tgi_batch_concat", reason="continuous")
 
+    def speculated(self, num_proposed: int, num_accepted: int) -> None:
+        """One step's speculative candidates: sent for verification and accepted (acceptance rate = ratio)."""
+        if num_proposed:
+            self.counters.inc("tgi_speculative_proposed_tokens", num_proposed)
+            self.counters.inc("tgi_speculative_accepted_tokens", num_accepted)
+
     def preempted(self, num_requests: int) -> None:
         self.counters.inc("tgi_request_preemptions", num_requests)
 
@@ -218,6 +226,8 @@ class ServerMetrics:
         declare("tgi_request_preemptions", "Requests preempted for lack of KV blocks (recomputed later)")
         declare("tgi_prefix_cache_hit_tokens", "Prompt tokens served from the prefix cache at admission")
         declare("tgi_prefix_cache_queried_tokens", "Prompt tokens looked up in the prefix cache at admission")
+        declare("tgi_speculative_proposed_tokens", "Speculative candidate tokens sent for verification")
+        declare("tgi_speculative_accepted_tokens", "Speculative candidate tokens the model agreed with (kept)")
 
     def _build_histograms(self) -> None:
         def histogram(name: str, documentation: str, buckets: tuple[float, ...],
@@ -243,6 +253,8 @@ class ServerMetrics:
                                      "Time between consecutive tokens of a request (s)", LATENCY_BUCKETS)
         self.request_generated_tokens = histogram("tgi_request_generated_tokens", "Generated tokens per request",
                                                   TOKEN_BUCKETS)
+        self.request_skipped_tokens = histogram("tgi_request_skipped_tokens",
+                                                "Accepted speculative tokens per request", TOKEN_BUCKETS)
         self.request_input_length = histogram("tgi_request_input_length", "Prompt tokens per request",
                                               TOKEN_BUCKETS)
         self.request_max_new_tokens = histogram("tgi_request_max_new_tokens", "max_new_tokens per request",

@@ -141,6 +141,8 @@ class Info(BaseModel):
     max_client_batch_size: int = 1
     router: str = "textgen-router"
     num_shard: int = 1  # an extension: the shard processes (tensor-parallel ranks) serving the model
+    speculate: int = 0  # TGI's --speculate: candidate tokens verified per decode step (0 = off)
+    speculation: str = "off"  # an extension: how candidates are proposed, "off", "ngram" or "medusa"
     version: str
     sha: str | None = None
     docker_label: str | None = None

@@ -44,6 +44,8 @@ class ShardConfig:
     num_threads: int | None = None
     join_timeout: float = 600.0
     group_key: str = "textgen"
+    speculate: int = 0
+    medusa_path: Path | None = None
 
     @property
     def socket_path(self) -> str:
@@ -69,12 +71,16 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
                         help="seconds to wait for every rank to reach the rendezvous")
     parser.add_argument("--group-key", default="textgen",
                         help="this launch's namespace in the rendezvous store (the launcher draws one per launch)")
+    parser.add_argument("--speculate", type=int, default=0,
+                        help="speculative candidates per step (0 = off); n-gram unless --medusa-path is given")
+    parser.add_argument("--medusa-path", type=Path, default=None,
+                        help="Medusa repository whose heads propose the candidates (the launcher resolves it)")
     args = parser.parse_args(argv)
     if not 0 <= args.rank < args.world_size:
         parser.error(f"--rank {args.rank} must be in [0, --world-size {args.world_size})")
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
                        args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
-                       args.group_key)
+                       args.group_key, args.speculate, args.medusa_path)
 
 
 def serve(config: ShardConfig) -> None:
@@ -90,7 +96,8 @@ def serve(config: ShardConfig) -> None:
                        config.join_timeout, config.group_key)
     runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
                          default_kv_cache_bytes=config.kv_cache_memory
-                         or default_kv_cache_bytes(device.type, config.world_size))
+                         or default_kv_cache_bytes(device.type, config.world_size),
+                         speculate=config.speculate, medusa_path=config.medusa_path)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[ErrorMappingInterceptor(fatal_internal=config.world_size > 1)],

@@ -132,6 +132,7 @@ def step_item_to_pb(item: StepItem) -> pb.StepItem:
         prefix_token_ids=item.prefix_token_ids,
         num_prompt_tokens=item.num_prompt_tokens,
         prefill_logprobs=item.prefill_logprobs,
+        num_speculative=item.num_speculative,
     )
     if item.params is not None:
         message.parameters.CopyFrom(sampling_params_to_pb(item.params))
@@ -149,6 +150,7 @@ def step_item_from_pb(message: pb.StepItem) -> StepItem:
         prefix_token_ids=list(message.prefix_token_ids),
         num_prompt_tokens=message.num_prompt_tokens,
         prefill_logprobs=message.prefill_logprobs,
+        num_speculative=message.num_speculative,
     )
 
 
@@ -176,6 +178,7 @@ def step_response_to_pb(generations: list[Generation], forward_ns: int = 0) -> p
                 token=_token_to_pb(g.token),
                 top_tokens=[_token_to_pb(t) for t in g.top_tokens],
                 prefill_logprobs=g.prefill_logprobs,
+                speculative_ids=g.speculative_ids,
             )
             for g in generations
         ],
@@ -190,6 +193,7 @@ def generations_from_pb(message: pb.StepResponse) -> list[Generation]:
             token=_token_from_pb(g.token),
             top_tokens=[_token_from_pb(t) for t in g.top_tokens],
             prefill_logprobs=list(g.prefill_logprobs),
+            speculative_ids=list(g.speculative_ids),
         )
         for g in message.generations
     ]

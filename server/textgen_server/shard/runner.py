@@ -21,6 +21,9 @@ from textgen_server.sampling import RequestState, sample_batch
 from textgen_server.sampling.grammar import GrammarFactory
 from textgen_server.shard.errors import InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
+from textgen_server.shard.verify import accept, expand_rows
+from textgen_server.speculation.config import allows_speculation
+from textgen_server.speculation.proposer import Proposer, build_proposer
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
 
 
@@ -35,6 +38,8 @@ class ModelRunner:
         rank: int = 0,
         world_size: int = 1,
         default_kv_cache_bytes: int = DEFAULT_CPU_KV_CACHE_BYTES,
+        speculate: int = 0,
+        medusa_path: Path | None = None,
     ) -> None:
         self.default_kv_cache_bytes = default_kv_cache_bytes  # used when Warmup names no memory budget
         self.device = torch.device(device)
@@ -47,6 +52,10 @@ class ModelRunner:
         self.prompt_logprobs: dict[int, PromptLogprobs] = {}
         # Grammar matchers of constrained requests (params.grammar); the tokenizer loads on the first one.
         self.grammars = GrammarFactory(model_path, self.loaded.config.vocab_size, self.loaded.eos_token_ids)
+        config = self.loaded.config
+        # Speculative decoding (--speculate): candidates proposed with each sampled token (Generation.speculative_ids).
+        self.proposer: Proposer | None = build_proposer(speculate, medusa_path, config.hidden_size,
+                                                        config.vocab_size, self.device, self.loaded.dtype)
 
     def info(self) -> ModelInfo:
         """Model and device facts the router needs before warmup."""
@@ -102,12 +111,28 @@ class ModelRunner:
             if not sampling_states:
                 return []
             # The lm_head runs only on the rows that sample, not on every prompt token.
-            logits = lm_head(hidden[0, metadata.sample_rows])  # [S, V]
-            request_ids = [item.request_id for item in items if item.sample]
-            generations = sample_batch(request_ids, logits, sampling_states)
+            sample_hidden = hidden[0, metadata.sample_rows]  # [S, H], 1 + K rows per speculative item
+            generations = self._sample(items, lm_head(sample_hidden), sample_hidden, sampling_states)
             if finished_prompts:
                 generations = [_with_prompt_logprobs(g, finished_prompts) for g in generations]
             return generations
+
+    def _sample(self, items: list[StepItem], logits: torch.Tensor, sample_hidden: torch.Tensor,
+                states: list[RequestState]) -> list[Generation]:
+        """Sample every row, keep each item's accepted tokens (shard/verify.py), attach the next candidates."""
+        sampling_items = [item for item in items if item.sample]
+        request_ids, row_states = expand_rows(sampling_items, states)
+        kept, last_rows = accept(sampling_items, sample_batch(request_ids, logits, row_states))
+        for state, group in zip(states, kept):
+            state.history.extend(g.token.id for g in group[:-1])  # accepted candidates are now real tokens
+        if self.proposer is None:
+            return [g for group in kept for g in group]
+        wanted = [i for i, state in enumerate(states) if allows_speculation(state.params)]
+        proposals = self.proposer.propose([[*states[i].history, kept[i][-1].token.id] for i in wanted],
+                                          sample_hidden[[last_rows[i] for i in wanted]])
+        for i, candidates in zip(wanted, proposals):
+            kept[i][-1] = dataclasses.replace(kept[i][-1], speculative_ids=candidates)
+        return [g for group in kept for g in group]
 
     def filter(self, request_ids: list[int]) -> None:
         """Forget the state of finished, cancelled or preempted requests (unknown ids are ignored)."""
@@ -139,8 +164,9 @@ class ModelRunner:
                     f"request {item.request_id} has no state on this shard: the first item after (re)admission "
                     "must carry sampling parameters"
                 )
-            else:
-                self.states[item.request_id].history.extend(item.token_ids)
+            else:  # candidates join the history only once accepted (see _sample)
+                num_tokens = len(item.token_ids) - item.num_speculative
+                self.states[item.request_id].history.extend(item.token_ids[:num_tokens])
             if item.sample:
                 sampling_states.append(self.states[item.request_id])
         return sampling_states
