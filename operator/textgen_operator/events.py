@@ -109,7 +109,8 @@ def _hint(message: str) -> str:
     if "violates PodSecurity" in message:
         return ("The namespace's Pod Security admission level (label pod-security.kubernetes.io/enforce) refuses "
                 "these pods: run this TextGenerationService in a namespace whose level allows what the message "
-                "names (e.g. SYS_NICE for Gaudi pods needs 'privileged'), or change the spec")
+                "names (the operator's own pods meet 'restricted'; a mutating webhook or policy may have added "
+                "more), or change the spec")
     if "exceeded quota" in message:
         return "A ResourceQuota of the namespace refuses them: raise the quota or lower spec.replicas / resources"
     return "Fix what the message names; the StatefulSet controller retries by itself"

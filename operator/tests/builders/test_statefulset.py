@@ -26,7 +26,7 @@ def env_of(sts: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("accelerator, device, resource, taint, image, caps", [
     ({"type": "nvidia", "count": 4}, "cuda", "nvidia.com/gpu", "nvidia.com/gpu", "img/cuda:1", None),
-    ({"type": "gaudi", "count": 8}, "hpu", "habana.ai/gaudi", "habana.ai/gaudi", "img/gaudi:1", ["SYS_NICE"]),
+    ({"type": "gaudi", "count": 8}, "hpu", "habana.ai/gaudi", "habana.ai/gaudi", "img/gaudi:1", None),
     ({"type": "cpu", "count": 1}, "cpu", None, None, "img/cpu:1", None),
 ])
 def test_accelerator_devices_taints_images_and_capabilities(make_tgs: Any, accelerator: dict[str, Any], device: str,

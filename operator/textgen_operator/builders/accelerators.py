@@ -71,8 +71,12 @@ class AcceleratorProfile:
 
 ACCELERATORS: dict[str, AcceleratorProfile] = {
     "nvidia": AcceleratorProfile("cuda", "nvidia.com/gpu", "nvidia.com/gpu", (), nvidia_env),
-    # SYS_NICE: the Habana runtime pins its threads and raises their priority.
-    "gaudi": AcceleratorProfile("hpu", "habana.ai/gaudi", "habana.ai/gaudi", ("SYS_NICE",), gaudi_env,
+    # No SYS_NICE, although Habana's examples add it (--cap-add=sys_nice; their Kubernetes Jobs run as root): the
+    # server runs as uid 1000 with allowPrivilegeEscalation false, and for a non-root process an added capability
+    # reaches only the bounding set (Kubernetes sets no ambient capabilities, and no_new_privs blocks file
+    # capabilities), so it could never take effect; it only made Pod Security `baseline`/`restricted` refuse the
+    # pod. Whatever the Habana runtime would do with it (thread priorities, NUMA binding) it does without.
+    "gaudi": AcceleratorProfile("hpu", "habana.ai/gaudi", "habana.ai/gaudi", (), gaudi_env,
                                 GAUDI_HUGEPAGES_GIB_PER_CARD),
     "cpu": AcceleratorProfile("cpu", None, None, (), no_env),
 }

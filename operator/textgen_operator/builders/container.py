@@ -130,7 +130,7 @@ def build_resources(spec: TGSSpec) -> dict[str, Any]:
 
 
 def build_security_context(spec: TGSSpec) -> dict[str, Any]:
-    """Non-root, no privilege escalation, read-only root, ALL capabilities dropped (SYS_NICE back on Gaudi)."""
+    """Non-root, no privilege escalation, read-only root, ALL capabilities dropped: Pod Security `restricted`."""
     capabilities: dict[str, Any] = {"drop": ["ALL"]}
     if profile_for(spec).capabilities:
         capabilities["add"] = list(profile_for(spec).capabilities)
