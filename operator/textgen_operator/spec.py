@@ -75,16 +75,18 @@ class SchedulingSpec:
 
 
 # Targets per pod of the built-in metric types when spec.autoscaling.metric.averageValue is unset, measured on
-# the benchmark model (operator/README.md, Autoscaling: what queue depth per pod keeps TTFT acceptable).
-DEFAULT_AVERAGE_VALUES: Mapping[str, str] = {"QueueSize": "4", "QueueAndBatchSize": "12"}
+# the benchmark model (operator/README.md, Autoscaling: what queue depth per pod keeps TTFT acceptable): TTFT
+# holds while a pod's batch is full and its queue short, and grows by a whole request time per batch queued.
+# QueueAndBatchSize: a full batch, spec.limits.maxBatchSize when set; QueueSize: a quarter of the measured batch.
+DEFAULT_AVERAGE_VALUES: Mapping[str, str] = {"QueueSize": "2", "QueueAndBatchSize": "8"}
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    type: str = "QueueSize"
+    type: str = "QueueAndBatchSize"
     name: str | None = None                       # Pods / External only
     match_labels: Mapping[str, str] = field(default_factory=dict)   # External only
-    average_value: str = DEFAULT_AVERAGE_VALUES["QueueSize"]
+    average_value: str = DEFAULT_AVERAGE_VALUES["QueueAndBatchSize"]
 
 
 @dataclass(frozen=True)
@@ -182,13 +184,19 @@ def _parse_scheduling(scheduling: Body) -> SchedulingSpec:
                           runtime_class_name=_opt_str(scheduling.get("runtimeClassName")))
 
 
-def _parse_autoscaling(autoscaling: Body | None) -> AutoscalingSpec | None:
+def _default_average_value(kind: str, limits: LimitsSpec) -> str:
+    # Pods / External have no default target (the CRD requires one); the built-in types have a measured one.
+    if kind == "QueueAndBatchSize" and limits.max_batch_size is not None:
+        return str(limits.max_batch_size)
+    return DEFAULT_AVERAGE_VALUES.get(kind, "")
+
+
+def _parse_autoscaling(autoscaling: Body | None, limits: LimitsSpec) -> AutoscalingSpec | None:
     if autoscaling is None:
         return None
     metric = autoscaling.get("metric") or {}
     kind = str(metric.get("type", MetricSpec.type))
-    # Pods / External have no default target (the CRD requires one); the built-in types have a measured one.
-    average_value = metric.get("averageValue") or DEFAULT_AVERAGE_VALUES.get(kind, "")
+    average_value = metric.get("averageValue") or _default_average_value(kind, limits)
     behavior = {k: dict(v) for k, v in (autoscaling.get("behavior") or {}).items() if v is not None}
     return AutoscalingSpec(min_replicas=int(autoscaling["minReplicas"]), max_replicas=int(autoscaling["maxReplicas"]),
                            metric=MetricSpec(type=kind, name=_opt_str(metric.get("name")),
@@ -213,6 +221,7 @@ def _quantities(values: Mapping[str, Any] | None) -> dict[str, str]:
 def parse_spec(spec: Body) -> TGSSpec:
     """The typed view of a TGS's `spec` (the dict under the body's "spec" key), defaults applied."""
     accelerator = spec["accelerator"]
+    limits = _parse_limits(spec.get("limits", {}))
     resources = spec.get("resources", {})
     drain = spec.get("drain", {})
     return TGSSpec(
@@ -221,7 +230,7 @@ def parse_spec(spec: Body) -> TGSSpec:
         replicas=int(spec.get("replicas", TGSSpec.replicas)),
         image=_opt_str(spec.get("image")),
         image_pull_policy=_opt_str(spec.get("imagePullPolicy")),
-        limits=_parse_limits(spec.get("limits", {})),
+        limits=limits,
         kv_cache_memory=_opt_str(spec.get("kvCacheMemory")),
         speculate=int(spec.get("speculate", TGSSpec.speculate)),
         gaudi=dict(spec.get("gaudi") or {}),
@@ -231,7 +240,7 @@ def parse_spec(spec: Body) -> TGSSpec:
         scheduling=_parse_scheduling(spec.get("scheduling", {})),
         pod_annotations=dict(spec.get("podAnnotations") or {}),
         pod_labels=dict(spec.get("podLabels") or {}),
-        autoscaling=_parse_autoscaling(spec.get("autoscaling")),
+        autoscaling=_parse_autoscaling(spec.get("autoscaling"), limits),
         rollout=_parse_rollout(spec.get("rollout", {})),
         drain=DrainSpec(int(drain.get("gracePeriodSeconds", DrainSpec.grace_period_seconds))),
         args=tuple(str(a) for a in spec.get("args", [])),

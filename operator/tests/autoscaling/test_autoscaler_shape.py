@@ -34,11 +34,11 @@ def test_hpa_targets_the_tgs_scale_subresource_and_is_owned_by_it(make_tgs: Any)
 
 @pytest.mark.parametrize("metric, expected", [
     ({}, {"type": "External", "external": {
-        "metric": {"name": "textgen_ready_queue_size", "selector": SELECTOR},
-        "target": {"type": "AverageValue", "averageValue": "4"}}}),
-    ({"type": "QueueAndBatchSize"}, {"type": "External", "external": {
         "metric": {"name": "textgen_ready_queue_and_batch_size", "selector": SELECTOR},
-        "target": {"type": "AverageValue", "averageValue": "12"}}}),
+        "target": {"type": "AverageValue", "averageValue": "8"}}}),
+    ({"type": "QueueSize"}, {"type": "External", "external": {
+        "metric": {"name": "textgen_ready_queue_size", "selector": SELECTOR},
+        "target": {"type": "AverageValue", "averageValue": "2"}}}),
     ({"type": "QueueSize", "averageValue": "2500m"}, {"type": "External", "external": {
         "metric": {"name": "textgen_ready_queue_size", "selector": SELECTOR},
         "target": {"type": "AverageValue", "averageValue": "2500m"}}}),
@@ -50,7 +50,7 @@ def test_hpa_targets_the_tgs_scale_subresource_and_is_owned_by_it(make_tgs: Any)
     ({"type": "External", "name": "lb_queue", "averageValue": "3"},
      {"type": "External", "external": {"metric": {"name": "lb_queue"},
                                        "target": {"type": "AverageValue", "averageValue": "3"}}}),
-], ids=["default-queue", "queue-and-batch", "own-target", "pods", "external-selector", "external-bare"])
+], ids=["default-queue-and-batch", "queue", "own-target", "pods", "external-selector", "external-bare"])
 def test_metric_per_type(make_tgs: Any, metric: dict[str, Any], expected: dict[str, Any]) -> None:
     hpa = build_autoscaler(make_tgs(autoscaling={"minReplicas": 1, "maxReplicas": 3, "metric": metric}), HPA)
     assert hpa is not None and hpa["spec"]["metrics"] == [expected]
@@ -66,13 +66,26 @@ def test_keda_scaled_object_queries_the_ready_pods_of_this_tgs(make_tgs: Any) ->
     [trigger] = spec["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     meta = trigger["metadata"]
-    assert meta["serverAddress"] == "http://prometheus.monitoring:9090" and meta["threshold"] == "12"
+    assert meta["serverAddress"] == "http://prometheus.monitoring:9090" and meta["threshold"] == "8"
     assert meta["query"] == builtin_promql("QueueAndBatchSize", "ns", "demo")
     assert 'namespace="ns",textgen_dev_service="demo"' in meta["query"] and 'phase="ready"' in meta["query"]
     # The same warmup-derived behavior as the HPA's: KEDA hands it to the HPA it makes.
     hpa = build_autoscaler(tgs, HPA)
     assert hpa is not None
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"]
+
+
+@pytest.mark.parametrize("limits, metric, target", [
+    ({"maxBatchSize": 4}, {}, "4"),                                    # one full batch per pod
+    ({"maxBatchSize": 4}, {"averageValue": "6"}, "6"),                 # the user's target wins
+    ({"maxBatchSize": 4}, {"type": "QueueSize"}, "2"),                 # a queue target is not a batch size
+    ({}, {}, "8"),
+])
+def test_default_target_is_a_full_batch(make_tgs: Any, limits: dict[str, Any], metric: dict[str, Any],
+                                        target: str) -> None:
+    tgs = make_tgs(limits=limits, autoscaling={"minReplicas": 1, "maxReplicas": 3, "metric": metric})
+    hpa = build_autoscaler(tgs, HPA)
+    assert hpa is not None and hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"] == target
 
 
 def test_keda_gets_nothing_for_a_metric_it_cannot_query(make_tgs: Any) -> None:
