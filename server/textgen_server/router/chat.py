@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from textgen_server.grammar.tools import ToolPlan
 from textgen_server.router.openai_schemas import ChatMessage
+from textgen_server.router.openai_tools import with_tools
 from textgen_server.router.validation import ValidationError
 
 
@@ -31,14 +33,18 @@ def build_template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]
             for index, message in enumerate(messages)]
 
 
-def render_chat_prompt(tokenizer: ChatTokenizer, messages: list[ChatMessage]) -> str:
-    """The prompt text the chat template makes of `messages`; ValidationError when it cannot render them."""
+def render_chat_prompt(tokenizer: ChatTokenizer, messages: list[ChatMessage], tools: ToolPlan | None = None,
+                       tool_prompt: str | None = None) -> str:
+    """The prompt text the chat template makes of `messages` (and of the tools the model may call, see
+    openai_tools.with_tools); ValidationError when it cannot render them."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValidationError("this model's tokenizer has no chat template, so /v1/chat/completions cannot build "
                               "a prompt; send the prompt text to /v1/completions or /generate instead")
-    conversation = build_template_messages(messages)
+    conversation, extra = build_template_messages(messages), dict[str, Any]()
+    if tools is not None:
+        conversation, extra = with_tools(conversation, tools, tool_prompt, str(tokenizer.chat_template))
     try:
-        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False, **extra)
     except Exception as error:  # jinja2 errors, including the template's own raise_exception(...)
         raise ValidationError(f"the model's chat template rejected these messages: {error}; check the roles "
                               "and their order (many templates want user/assistant turns to alternate)") from error

@@ -2,13 +2,14 @@
 
 `prepare_grammar` compiles a request's grammar in a worker thread (cached), so that validation, which runs on
 the event loop, only looks the result up. `chat_grammar` maps OpenAI's `response_format` onto TGI's grammar
-object (tools: see textgen_server.grammar.tools).
+object, or takes the call grammar of its tools (router/openai_tools.py, textgen_server/grammar/tools.py).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from textgen_server.router.app import RouterState
+from textgen_server.router.openai_tools import chat_tool_plan
 from textgen_server.router.validation import ValidationError
 
 
@@ -49,15 +50,6 @@ def response_format_grammar(response_format: dict[str, Any] | None) -> dict[str,
 
 
 def chat_grammar(body: Any) -> dict[str, Any] | None:
-    """The grammar of a chat request (a ChatCompletionRequest): from `response_format`, else None."""
-    if body.tools:
-        raise ValidationError("`tools` (function calling) is not supported yet; omit `tools` and `tool_choice`")
-    check_tool_choice_without_tools(body.tool_choice)
-    return response_format_grammar(body.response_format)
-
-
-def check_tool_choice_without_tools(tool_choice: Any) -> None:
-    """`tool_choice` "none"/"auto" without tools asks for what happens anyway; anything else cannot be honoured."""
-    if tool_choice is not None and tool_choice not in ("none", "auto"):
-        raise ValidationError(f"`tool_choice` {tool_choice!r} needs `tools`: send the functions the model may "
-                              "call, or drop `tool_choice`")
+    """The grammar of a chat request (a ChatCompletionRequest): its tools' calls, else its `response_format`."""
+    plan = chat_tool_plan(body)
+    return plan.grammar if plan is not None else response_format_grammar(body.response_format)

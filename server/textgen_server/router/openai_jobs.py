@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from textgen_server.router.chat import encode_chat_prompt, render_chat_prompt
-from textgen_server.router.grammar_routes import chat_grammar
+from textgen_server.grammar.tools import ToolPlan
+from textgen_server.router.grammar_routes import response_format_grammar
 from textgen_server.router.openai_params import (
     build_choice_parameters,
     chat_max_tokens,
@@ -23,6 +24,7 @@ from textgen_server.router.openai_params import (
 )
 from textgen_server.router.openai_responses import ResponseMeta
 from textgen_server.router.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from textgen_server.router.openai_tools import chat_tool_plan
 from textgen_server.router.schemas import GenerateParameters
 from textgen_server.router.validation import Limits, ValidationError, ValidRequest, validate
 
@@ -43,6 +45,7 @@ class Job:
     stops: tuple[str, ...]
     logprobs: bool
     include_usage: bool
+    tools: ToolPlan | None = None   # chat with tools: each choice's output is a call (grammar/tools.py)
 
 
 def build_chat_job(body: ChatCompletionRequest, tokenizer: Any, limits: Limits, meta: ResponseMeta,
@@ -50,14 +53,15 @@ def build_chat_job(body: ChatCompletionRequest, tokenizer: Any, limits: Limits, 
     """Template -> prompt ids -> one validated request per choice."""
     check_chat_request(body, limits.max_top_n_tokens)
     _check_fan_out(body.n, 1, max_sequences)
-    prompt_ids = encode_chat_prompt(tokenizer, render_chat_prompt(tokenizer, body.messages))
+    plan = chat_tool_plan(body)
+    prompt_ids = encode_chat_prompt(tokenizer, render_chat_prompt(tokenizer, body.messages, plan, body.tool_prompt))
     top_n = (body.top_logprobs or 0) if body.logprobs else None
-    grammar = chat_grammar(body)
+    grammar = plan.grammar if plan is not None else response_format_grammar(body.response_format)
     parameters = [p.model_copy(update={"grammar": grammar})
                   for p in build_choice_parameters(body, chat_max_tokens(body), top_n, rng or random.Random())]
     subs = [SubRequest(index, _validate(p, prompt_ids, limits)) for index, p in enumerate(parameters)]
     return Job(chat=True, meta=meta, subs=subs, prompt_tokens=len(prompt_ids), stops=_stops(body),
-               logprobs=body.logprobs, include_usage=_include_usage(body))
+               logprobs=body.logprobs, include_usage=_include_usage(body), tools=plan)
 
 
 def build_completion_job(body: CompletionRequest, tokenizer: Any, limits: Limits, meta: ResponseMeta,

@@ -57,9 +57,10 @@ class ChoiceOutput:
 
     index: int
     text: str
-    finish_reason: str                  # OpenAI's: "stop" | "length"
+    finish_reason: str                  # OpenAI's: "stop" | "length" | "tool_calls"
     generated_tokens: int
     logprobs: list[LogprobEntry] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] | None = None   # a chat choice that called a function (content is then None)
 
 
 def openai_finish_reason(tgi_reason: str) -> str:
@@ -128,10 +129,16 @@ def build_completion_logprobs(entries: list[LogprobEntry], start_offset: int) ->
 def build_chat_completion(meta: ResponseMeta, choices: list[ChoiceOutput], prompt_tokens: int,
                           with_logprobs: bool) -> dict[str, Any]:
     return {**meta.header("chat.completion"),
-            "choices": [{"index": choice.index, "message": {"role": "assistant", "content": choice.text},
+            "choices": [{"index": choice.index, "message": _chat_message(choice),
                          "logprobs": build_chat_logprobs(choice.logprobs) if with_logprobs else None,
                          "finish_reason": choice.finish_reason} for choice in choices],
             "usage": build_usage(prompt_tokens, sum(choice.generated_tokens for choice in choices))}
+
+
+def _chat_message(choice: ChoiceOutput) -> dict[str, Any]:
+    if choice.tool_calls is not None:
+        return {"role": "assistant", "content": None, "tool_calls": choice.tool_calls}
+    return {"role": "assistant", "content": choice.text}
 
 
 def build_completion(meta: ResponseMeta, choices: list[ChoiceOutput], prompt_tokens: int,

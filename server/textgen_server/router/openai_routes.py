@@ -29,6 +29,7 @@ from textgen_server.router.app import (
 )
 from textgen_server.router.batcher import GenerationError
 from textgen_server.router.grammar_routes import chat_grammar, prepare_grammar
+from textgen_server.grammar.tools import ToolStream
 from textgen_server.router.openai_jobs import Job, SubRequest, build_chat_job, build_completion_job
 from textgen_server.router.openai_responses import (
     ChoiceOutput,
@@ -45,6 +46,7 @@ from textgen_server.router.openai_responses import (
     openai_finish_reason,
     trim_at_stop,
 )
+from textgen_server.router.openai_tool_output import new_tool_stream, tool_choice_output, tool_event_chunk
 from textgen_server.router.openai_schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -183,6 +185,9 @@ async def _collect(run: _Run, sub: SubRequest, events: AsyncIterator[TokenEvent]
             text = finished.generated_text
             if finished.finish_reason == "stop_sequence":
                 text = trim_at_stop(text, run.job.stops)
+            if run.job.tools is not None:
+                return tool_choice_output(sub.index, text, finished.finish_reason, finished.generated_tokens,
+                                          entries)
             return ChoiceOutput(index=sub.index, text=sub.prefix + text, generated_tokens=finished.generated_tokens,
                                 finish_reason=openai_finish_reason(finished.finish_reason), logprobs=entries)
     raise GenerationError("the token stream ended without a final token")
@@ -196,11 +201,14 @@ class _ChoiceStream:
     text: StreamText
     offset: int = 0
     generated_tokens: int = field(default=0)
+    tools: ToolStream | None = None     # chat with tools: deltas come from the call being generated
 
 
 async def _stream(run: _Run) -> AsyncIterator[bytes]:
     job = run.job
-    choices = {sub.index: _ChoiceStream(sub, StreamText(job.stops), offset=len(sub.prefix)) for sub in job.subs}
+    choices = {sub.index: _ChoiceStream(sub, StreamText(job.stops), offset=len(sub.prefix),
+                                        tools=new_tool_stream(sub.index) if job.tools is not None else None)
+               for sub in job.subs}
     merged = _merge(job.subs, run.streams)
     try:
         for sub in job.subs:
@@ -237,6 +245,11 @@ def _event_chunk(job: Job, choice: _ChoiceStream, event: TokenEvent, entry: Logp
                  ) -> dict[str, Any] | None:
     """The chunk for one token event; None when there is nothing to send yet (text held back, no logprobs)."""
     finished = event.finished
+    if choice.tools is not None:
+        if finished is not None:
+            choice.generated_tokens = finished.generated_tokens
+        return tool_event_chunk(job.meta, choice.sub.index, choice.tools, _piece(event), finished, entry,
+                                job.include_usage)
     reason = None
     if finished is None:
         text = choice.text.push(_piece(event))

@@ -60,9 +60,10 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = None   # the newer name of max_tokens; wins when both are set
     logprobs: bool = False
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None          # not supported yet: 422
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None       # only {"type": "text"}
+    tools: list[dict[str, Any]] | None = None          # functions (router/openai_tools.py)
+    tool_choice: str | dict[str, Any] | None = None     # "none" | "auto" (default with tools) | "required" | named
+    tool_prompt: str | None = None                      # TGI's extension: the instruction after the tools
+    response_format: dict[str, Any] | None = None       # text | json_object | json_schema (router/grammar_routes.py)
 
 
 class CompletionRequest(SamplingRequest):
@@ -97,13 +98,14 @@ class ChatLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None   # [{id, type: "function", function: {name, arguments}}]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletion(BaseModel):
@@ -119,13 +121,14 @@ class ChatCompletion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None   # [{index, id?, type?, function: {name?, arguments}}]
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
