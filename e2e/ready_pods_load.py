@@ -76,6 +76,7 @@ class ReadyPods:
         self.terminating_at: dict[str, float] = {}                # pod uid -> first seen with deletionTimestamp
         self.ready_at: dict[str, float] = {}                      # pod uid -> first seen ready
         self.all_pods_seen: dict[str, dict[str, Any]] = {}        # uid -> last body seen
+        self.peak_pods = 0                                        # most pod objects at once (terminating too)
 
     def __enter__(self) -> ReadyPods:
         self.start()
@@ -136,6 +137,7 @@ class ReadyPods:
                     self.terminating_at.setdefault(meta["uid"], now)
                 if kind != "DELETED" and is_ready_endpoint(pod):
                     self.ready_at.setdefault(meta["uid"], now)
+            self.peak_pods = max(self.peak_pods, len(self._pods))
             names = tuple(e.name for e in self._ready_locked())
             if not self.history or self.history[-1][1] != names:
                 self.history.append((now, names))

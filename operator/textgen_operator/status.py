@@ -9,6 +9,7 @@ from textgen_operator.names import Body, selector_string, tgs_name, tgs_namespac
 from textgen_operator.pod_health import container_failures, count_warming, last_warmup_seconds, unschedulable_message
 from textgen_operator.problems import Problem
 from textgen_operator.rollout.model import Plan
+from textgen_operator.rollout.model import Plan
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 
@@ -86,6 +87,8 @@ def _ready(desired: int, sts: Body | None, blocking: list[Problem], rollout: Pla
         return Condition("Ready", "False", "ReplicasNotReady", f"a rollout is in progress: {rollout.message}")
     st = (sts or {}).get("status", {})
     ready, updated = st.get("readyReplicas", 0), st.get("updatedReplicas", 0)
+    if rollout is not None:
+        updated = rollout.updated     # under OnDelete the StatefulSet's count lags; the plan's is from the pods
     if desired == 0:
         return Condition("Ready", "True", "ScaledToZero", "spec.replicas is 0")
     if sts is not None and not _sts_observed(sts):
@@ -145,6 +148,13 @@ def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[P
     for field in ("currentRevision", "updateRevision"):
         if st.get(field):
             status[field] = st[field]
+    if rollout is not None and sts is not None:
+        # Revisions are pod template hashes; the StatefulSet's own currentRevision never moves under OnDelete.
+        status["updatedReplicas"] = rollout.updated
+        status["updateRevision"] = rollout.target
+        status.pop("currentRevision", None)
+        if rollout.good_revision:
+            status["currentRevision"] = rollout.good_revision
     if rollout is not None and sts is not None:
         # Revisions are pod template hashes; the StatefulSet's own currentRevision never moves under OnDelete.
         status["updatedReplicas"] = rollout.updated

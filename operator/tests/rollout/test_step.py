@@ -80,3 +80,17 @@ def test_a_spec_change_surges_records_its_start_and_a_rollback_restores_the_good
     assert conditions["Degraded"]["reason"] == "RolledBack", conditions
     assert "unrecognized arguments" in conditions["Degraded"]["message"]
     assert status["updateRevision"] == status["currentRevision"] == first.plan.target
+
+
+def test_every_template_change_is_a_new_revision(make_tgs: Any) -> None:
+    """The revision is the hash of the whole pod template: a pod annotation alone must roll the pods (it once
+    left the hash unchanged, and the planner saw the old pods as already updated)."""
+    def revision(**spec: Any) -> str:
+        tgs = make_tgs(**{"replicas": 2, **spec})
+        return str(sts_of(build_desired(tgs, CONFIG))["spec"]["template"]["metadata"]["annotations"][
+            ANNOTATION_TEMPLATE_HASH])
+
+    base = revision()
+    assert len({base, revision(podAnnotations={"a": "1"}), revision(podAnnotations={"a": "2"}),
+                revision(podLabels={"team": "x"}), revision(args=["--json-output"])}) == 5
+    assert revision() == base and revision(replicas=3) == base      # replicas are not the template

@@ -107,8 +107,10 @@ def build_pod_template(tgs: Body, spec: TGSSpec, config: OperatorConfig) -> dict
     }
     # spec.podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false").
     annotations = {**scrape_annotations(config), **spec.pod_annotations}
-    annotations[ANNOTATION_TEMPLATE_HASH] = stable_hash(template)
     template["metadata"]["annotations"] = annotations
+    # Over the whole template, annotations included: the hash names the revision a rollout moves pods to, so
+    # any template change must change it.
+    annotations[ANNOTATION_TEMPLATE_HASH] = stable_hash(template)
     return template
 
 
