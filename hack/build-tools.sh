@@ -4,6 +4,9 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd   <- hack/tools/kube
 #   kwok, kwokctl                                                          <- hack/tools/kwok
 #   helm                                                                   <- hack/tools/helm
+# and, in a second directory (the metrics pipeline `hack/cluster metrics up` starts; see hack/README.md):
+#   prometheus-adapter                                                     <- hack/tools/prometheus-adapter
+#   prometheus, promtool (kubernetes, file and http service discovery only) <- hack/tools/prometheus
 #
 # Versions are pinned by the wrapper modules' go.mod/go.sum. Binaries land in
 #   ${TEXTGEN_CACHE:-~/.cache/textgen}/tools/<key>/bin/
@@ -11,8 +14,9 @@
 # directory and an unchanged checkout finds its binaries without running go at all (a no-op in milliseconds).
 # Each module is marked complete separately, so an interrupted build resumes where it stopped.
 #
-# Usage: hack/build-tools.sh                 build what is missing, then print the bin dir
-#        hack/build-tools.sh --print-bin-dir print the bin dir without building (exit 1 when incomplete)
+# Usage: hack/build-tools.sh                         build what is missing, then print the bin dir
+#        hack/build-tools.sh --print-bin-dir         print the bin dir without building (exit 1 when incomplete)
+#        hack/build-tools.sh --print-metrics-bin-dir the metrics tools' bin dir, without building (same)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/hack/tools"
@@ -21,11 +25,20 @@ min_go_minor=26  # the wrapper modules say `go 1.26.0` (k8s.io/kubernetes v1.36 
 # Bump when the build flags or the module layout change in a way the go.mod/go.sum hash cannot see.
 build_rev=2
 modules=(kube kwok helm)
+# The metrics tools have their own directory and key, so pinning them never rebuilds the control plane.
+metrics_rev=1
+metrics_modules=(prometheus prometheus-adapter)
+# Build tags per module. Prometheus: only the service discovery this cluster uses (kubernetes_sd; file and http
+# are always in), not the AWS/Azure/GCE/... SDKs, which would be most of its compile time. Debian's package is
+# no way round it: Debian builds Prometheus without kubernetes_sd (2.42.0+ds-5+deb12u1 has file/http/dns only).
+declare -A build_tags=([prometheus]="remove_all_sd,enable_kubernetes_sd")
 declare -A packages=(
   [kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
           k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd"
   [kwok]="sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl"
   [helm]="helm.sh/helm/v3/cmd/helm"
+  [prometheus-adapter]="sigs.k8s.io/prometheus-adapter/cmd/adapter"
+  [prometheus]="github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool"
 )
 
 log() { echo "build-tools: $*" >&2; }
@@ -46,12 +59,31 @@ cache_key() {
   echo "${names}_$hash"
 }
 
+metrics_cache_key() {
+  local hash
+  hash=$( (echo "$metrics_rev ${build_tags[*]}"
+    for m in "${metrics_modules[@]}"; do cat "$tools/$m/go.mod" "$tools/$m/go.sum"; done) | sha256sum | cut -c1-10)
+  echo "metrics_prometheus-$(prometheus_release)_adapter-$(pinned_version prometheus-adapter \
+    sigs.k8s.io/prometheus-adapter)_$hash"
+}
+
+# prometheus_release: the Prometheus release of the pinned Go module version (v0.316.0 -> v3.16.0).
+prometheus_release() {
+  pinned_version prometheus github.com/prometheus/prometheus | sed -E 's/^v0\.3([0-9]+)\.([0-9]+)$/v3.\1.\2/'
+}
+
 tool_dir="$cache/tools/$(cache_key)"
 bin_dir="$tool_dir/bin"
+metrics_dir="$cache/tools/$(metrics_cache_key)"
 
 all_done() {
   local m
   for m in "${modules[@]}"; do [ -f "$tool_dir/.done-$m" ] || return 1; done
+}
+
+metrics_done() {
+  local m
+  for m in "${metrics_modules[@]}"; do [ -f "$metrics_dir/.done-$m" ] || return 1; done
 }
 
 check_go() {
@@ -90,12 +122,15 @@ version_ldflags() {
         out+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
       done ;;
     helm) out=" -X helm.sh/helm/v3/internal/version.version=$(pinned_version helm helm.sh/helm/v3)" ;;
+    prometheus) out=" -X github.com/prometheus/common/version.Version=$(prometheus_release | tr -d v)" ;;
   esac
   echo "$out"
 }
 
+# build_module MODULE [TOOL_DIR]: one `go build` of the module's packages into TOOL_DIR/bin (default: $tool_dir).
 build_module() {
-  local m=$1 start tmp
+  local m=$1 tool_dir=${2:-$tool_dir} start tmp
+  local bin_dir="$tool_dir/bin"
   start=$(date +%s)
   log "[$m] downloading modules (cached after the first run)"
   download_with_retries "$m"
@@ -105,7 +140,8 @@ build_module() {
   # -trimpath: binaries do not embed this checkout's path; -s -w: no symbol tables, a faster link.
   # shellcheck disable=SC2086  # the package list is meant to split
   (cd "$tools/$m" && GOFLAGS="${GOFLAGS:-} -mod=readonly" \
-    go build -trimpath -ldflags="-s -w$(version_ldflags "$m")" -o "$tmp/" ${packages[$m]}) \
+    go build -trimpath -tags="${build_tags[$m]:-}" -ldflags="-s -w$(version_ldflags "$m")" -o "$tmp/" \
+      ${packages[$m]}) \
     || { rm -rf "$tmp"; die "go build failed in hack/tools/$m (see the errors above)."; }
   mv -f "$tmp"/* "$bin_dir/"
   rm -rf "$tmp"
@@ -113,24 +149,44 @@ build_module() {
   log "[$m] done in $(( $(date +%s) - start )) s"
 }
 
+build_metrics_tools() {
+  metrics_done && return 0
+  mkdir -p "$metrics_dir/bin"
+  exec 7>"$metrics_dir/.lock"
+  flock 7
+  local m
+  log "metrics tools into $metrics_dir"
+  for m in "${metrics_modules[@]}"; do
+    [ -f "$metrics_dir/.done-$m" ] || build_module "$m" "$metrics_dir"
+  done
+}
+
 main() {
-  if [ "${1:-}" = "--print-bin-dir" ]; then
-    all_done || { log "tools are not built yet; run hack/build-tools.sh"; exit 1; }
-    echo "$bin_dir"; return
-  fi
-  [ -z "${1:-}" ] || die "unknown argument '$1'. Usage: hack/build-tools.sh [--print-bin-dir]"
-  if all_done; then echo "$bin_dir"; return; fi
+  case "${1:-}" in
+    --print-bin-dir)
+      all_done || { log "tools are not built yet; run hack/build-tools.sh"; exit 1; }
+      echo "$bin_dir"; return ;;
+    --print-metrics-bin-dir)
+      metrics_done || { log "the metrics tools are not built yet; run hack/build-tools.sh"; exit 1; }
+      echo "$metrics_dir/bin"; return ;;
+    "") ;;
+    *) die "unknown argument '$1'. Usage: hack/build-tools.sh [--print-bin-dir|--print-metrics-bin-dir]" ;;
+  esac
+  if all_done && metrics_done; then echo "$bin_dir"; return; fi
   check_go
   mkdir -p "$bin_dir"
-  # Two shells building into the same directory would race; the second one waits, then finds the work done.
-  exec 9>"$tool_dir/.lock"
-  flock 9
   local m total_start
   total_start=$(date +%s)
-  log "building into $tool_dir"
-  for m in "${modules[@]}"; do
-    [ -f "$tool_dir/.done-$m" ] || build_module "$m"
-  done
+  if ! all_done; then
+    # Two shells building into the same directory would race; the second one waits, then finds the work done.
+    exec 9>"$tool_dir/.lock"
+    flock 9
+    log "building into $tool_dir"
+    for m in "${modules[@]}"; do
+      [ -f "$tool_dir/.done-$m" ] || build_module "$m"
+    done
+  fi
+  build_metrics_tools
   log "all tools ready in $(( $(date +%s) - total_start )) s"
   echo "$bin_dir"
 }

@@ -1,6 +1,6 @@
 # Functions of hack/cluster (sourced; uses its variables: root conf dir bin api_port etcd_port timeout
-# components service_cidr pod_cidr agent_pod_cidr agent_nodes node_grace node_lease_seconds kubelet_port, and its
-# log/die).
+# components service_cidr pod_cidr agent_pod_cidr agent_nodes node_grace node_lease_seconds kubelet_port
+# hpa_sync_period, and its log/die). The on-demand metrics pipeline is in metrics.sh.
 
 kctl() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 
@@ -83,21 +83,31 @@ wait_until() {
 # ---- certificates: one local CA; EC P-256 keys (fast to make; Go and the Python client accept them) ----
 new_key() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null; }
 
-# issue NAME SUBJECT EXTENSIONS: a certificate signed by the local CA.
+# issue NAME SUBJECT EXTENSIONS [CA]: a certificate signed by the local CA (or by pki/CA.crt).
 issue() {
-  local p="$dir/pki"
+  local p="$dir/pki" ca=${4:-ca}
   new_key "$p/$1.key"
   openssl req -new -key "$p/$1.key" -subj "$2" -out "$p/$1.csr" 2>/dev/null
-  openssl x509 -req -in "$p/$1.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -days 3650 \
+  openssl x509 -req -in "$p/$1.csr" -CA "$p/$ca.crt" -CAkey "$p/$ca.key" -CAcreateserial -days 3650 \
     -out "$p/$1.crt" -extfile <(printf '%b' "$3") 2>/dev/null
+}
+
+# new_ca NAME CN: a self-signed CA in pki/NAME.{crt,key}.
+new_ca() {
+  local p="$dir/pki"
+  new_key "$p/$1.key"
+  openssl req -x509 -new -key "$p/$1.key" -subj "/CN=$2" -days 3650 -out "$p/$1.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    2>/dev/null
 }
 
 make_pki() {
   local p="$dir/pki" client='keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth'
-  new_key "$p/ca.key"
-  openssl req -x509 -new -key "$p/ca.key" -subj "/CN=textgen-local-ca" -days 3650 -out "$p/ca.crt" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-    2>/dev/null
+  new_ca ca textgen-local-ca
+  # The aggregation layer: the API server proxies to an extension API server (the metrics adapter) with this
+  # client certificate and X-Remote-* headers, which the extension trusts only when signed by this separate CA.
+  new_ca front-proxy-ca textgen-front-proxy-ca
+  issue front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
   issue apiserver "/CN=kube-apiserver" "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n\
 subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,\
 DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -171,7 +181,11 @@ start_apiserver() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$service_cidr" --allow-privileged=true --profiling=false \
     --audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log" --audit-log-maxbackup=0 \
-    --endpoint-reconciler-type=none --cert-dir="$p"
+    --endpoint-reconciler-type=none --cert-dir="$p" \
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key"
 }
 
 api_ready() {
@@ -190,7 +204,8 @@ start_controller_manager() {
     --use-service-account-credentials=true --service-account-private-key-file="$p/sa.key" \
     --root-ca-file="$p/ca.crt" --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
     --service-cluster-ip-range="$service_cidr" --cluster-cidr="$pod_cidr" --allocate-node-cidrs=false \
-    --node-monitor-grace-period="$node_grace" --profiling=false
+    --node-monitor-grace-period="$node_grace" --profiling=false \
+    --horizontal-pod-autoscaler-sync-period="$hpa_sync_period"
 }
 
 start_scheduler() {
