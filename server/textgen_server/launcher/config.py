@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from textgen_server.devices import DEVICE_CHOICES, OVERRIDE_ENV
+from textgen_server.gaudi.config import ENV_NAMES as GAUDI_ENV_NAMES
+from textgen_server.gaudi.config import GaudiConfig, GaudiConfigError, check_bucket_limits, parse_gaudi_env
 from textgen_server.launcher import tgi_env
 from textgen_server.speculation.config import SpeculationPlan
 from textgen_server.launcher.parallel import (SINGLE_CPU, ParallelConfig, ParallelConfigError,
@@ -83,6 +85,7 @@ class LauncherArgs:
     speculate: int | None = None
     trust_remote_code: bool = False
     device_env_names: tuple[str, ...] = ()   # accelerator runtime variables set (tgi_env.DEVICE_ENV)
+    gaudi_environ: tuple[tuple[str, str], ...] = ()   # TGI on Gaudi's variables as set (gaudi/config.py)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class LauncherConfig:
     max_batch_prefill_tokens: int
     parallel: ParallelConfig = SINGLE_CPU  # shard count, device, rendezvous; set by build_config
     warnings: tuple[str, ...] = ()         # accepted but not applied here; the launcher logs each as a WARNING
+    gaudi: GaudiConfig | None = None       # TGI on Gaudi's settings: parsed when one is set or the device is hpu
     # --speculate against the model (speculation/config.py); with Medusa, model_path is the base model's directory
     speculation: SpeculationPlan = SpeculationPlan("off", 0)
 
@@ -237,6 +241,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> LauncherArgs:
         raise ConfigError("; ".join(refused))
     values = vars(namespace)
     values["device_env_names"] = tuple(name for name in tgi_env.DEVICE_ENV if name in environ)
+    values["gaudi_environ"] = tuple((name, environ[name]) for name in GAUDI_ENV_NAMES if name in environ)
     # The flag, when given, replaces the environment's list rather than adding to it.
     env_origins = values.pop("_env_origins")
     values["cors_allow_origin"] = _origins(values["cors_allow_origin"] or env_origins)
@@ -264,11 +269,28 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
                                          args.master_port, model_config, dict(args.device_environ), visible_cpus())
     except ParallelConfigError as error:
         raise ConfigError(str(error)) from error
+    gaudi = _gaudi_config(args, parallel, max_input)
     config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
                             max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel,
+                            gaudi=gaudi,
                             warnings=tgi_env.device_env_warnings(args.device_env_names, parallel.device.actual))
     validate(config, max_positions)
     return config
+
+
+def _gaudi_config(args: LauncherArgs, parallel: ParallelConfig, max_input: int) -> GaudiConfig | None:
+    """TGI on Gaudi's variables, checked whenever one is set (a bad value is refused on every node, also where the
+    device is overridden to the CPU and they are not applied) or the shards run on hpu."""
+    if not args.gaudi_environ and parallel.device.actual != "hpu":
+        return None
+    try:
+        gaudi = parse_gaudi_env(dict(args.gaudi_environ), parallel.num_shard)
+    except GaudiConfigError as error:
+        raise ConfigError(str(error)) from error
+    problems = check_bucket_limits(gaudi, max_input)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return gaudi
 
 
 def validate(config: LauncherConfig, max_position_embeddings: int | None) -> None:

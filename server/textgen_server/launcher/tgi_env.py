@@ -20,6 +20,8 @@ import argparse
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from textgen_server.gaudi.config import ENV_NAMES as GAUDI_ENV_NAMES
+
 # TGI's --quantize values (launcher/src/main.rs `enum Quantization`). None is implemented here.
 TGI_QUANTIZE_METHODS = ("awq", "eetq", "exl2", "gptq", "marlin", "bitsandbytes", "bitsandbytes-nf4",
                         "bitsandbytes-fp4", "fp8")
@@ -75,12 +77,9 @@ REFUSED: dict[str, tuple[str, frozenset[str]]] = {
 
 # Accelerator runtime variables (what the operator emits per accelerator type) -> the device that reads them.
 DEVICE_ENV: dict[str, str] = {
-    **{name: "hpu" for name in (
-        # TGI on Gaudi's knobs (spec.gaudi), and what multi-card Gaudi collectives need.
-        "BATCH_BUCKET_SIZE", "PREFILL_BATCH_BUCKET_SIZE", "PAD_SEQUENCE_TO_MULTIPLE_OF", "ENABLE_HPU_GRAPH",
-        "LIMIT_HPU_GRAPH", "USE_FLASH_ATTENTION", "FLASH_ATTENTION_RECOMPUTE", "WARMUP_ENABLED",
-        "QUEUE_THRESHOLD_MS", "QUANT_CONFIG", "PT_HPU_ENABLE_LAZY_COLLECTIVES",
-        "OMPI_MCA_btl_vader_single_copy_mechanism")},
+    # TGI on Gaudi's variables (gaudi/config.py: spec.gaudi's knobs, PROF_*, Habana's lazy-mode switches; the
+    # launcher checks their values on every node), and the Open MPI setting of Habana's multi-card examples.
+    **{name: "hpu" for name in (*GAUDI_ENV_NAMES, "OMPI_MCA_btl_vader_single_copy_mechanism")},
     "NCCL_IB_DISABLE": "cuda",
 }
 

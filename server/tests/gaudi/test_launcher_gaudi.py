@@ -1,0 +1,54 @@
+"""The launcher reads TGI on Gaudi's variables through gaudi/config.py: checked on every node, kept in the config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from textgen_server.gaudi.config import ENV_NAMES
+from textgen_server.launcher.config import ConfigError, LauncherConfig, build_config, parse_args
+from textgen_server.launcher.tgi_env import DEVICE_ENV
+
+MODEL = {"model_type": "llama", "max_position_embeddings": 4096, "num_attention_heads": 32,
+         "num_key_value_heads": 8, "intermediate_size": 1024}
+AGENT_NODE = {"TEXTGEN_DEVICE_OVERRIDE": "cpu"}   # a simulated Gaudi node: the shards compute on the CPU
+
+
+def launch(environ: dict[str, str], *argv: str) -> LauncherConfig:
+    return build_config(parse_args(["--model-id", "m", *argv], environ), Path("/m"), MODEL)
+
+
+def test_no_gaudi_variable_no_gaudi_config() -> None:
+    assert launch({}).gaudi is None
+
+
+def test_the_operators_gaudi_env_is_parsed_on_an_agent_node() -> None:
+    env = {**AGENT_NODE, "BATCH_BUCKET_SIZE": "256", "PREFILL_BATCH_BUCKET_SIZE": "4",
+           "PAD_SEQUENCE_TO_MULTIPLE_OF": "64", "PT_HPU_ENABLE_LAZY_COLLECTIVES": "true",
+           "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+    config = launch(env, "--device", "hpu", "--num-shard", "8", "--max-input-tokens", "1024",
+                    "--max-total-tokens", "2048")
+    assert config.gaudi is not None and config.parallel.device.actual == "cpu"
+    assert (config.gaudi.batch_bucket_size, config.gaudi.prefill_batch_bucket_size,
+            config.gaudi.pad_sequence_to_multiple_of, config.gaudi.lazy_collectives) == (256, 4, 64, True)
+    # ... and still reported as not applied there (the shards run on the CPU).
+    assert any("BATCH_BUCKET_SIZE" in warning and "not applied" in warning for warning in config.warnings)
+
+
+@pytest.mark.parametrize("env,argv,fragment", [
+    ({"ENABLE_HPU_GRAPH": "yes please"}, (), "ENABLE_HPU_GRAPH='yes please' is invalid"),
+    ({"BATCH_BUCKET_SIZE": "0"}, (), "BATCH_BUCKET_SIZE='0' is invalid"),
+    ({"PAD_SEQUENCE_TO_MULTIPLE_OF": "256"}, ("--max-input-tokens", "100", "--max-total-tokens", "200"),
+     "PAD_SEQUENCE_TO_MULTIPLE_OF=256 exceeds --max-input-tokens (100)"),
+    ({"ENABLE_HPU_GRAPH": "true"}, ("--num-shard", "2"), "PT_HPU_ENABLE_LAZY_COLLECTIVES=true"),
+    ({"SKIP_TOKENIZER_IN_TGI": "true"}, (), "SKIP_TOKENIZER_IN_TGI=true"),
+])
+def test_bad_gaudi_values_stop_the_launcher_naming_the_variable(env: dict[str, str], argv: tuple[str, ...],
+                                                               fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        launch({**AGENT_NODE, **env}, "--device", "hpu", *argv)
+    assert fragment in str(error.value)
+
+
+def test_every_gaudi_variable_is_a_device_variable_of_hpu() -> None:
+    assert all(DEVICE_ENV.get(name) == "hpu" for name in ENV_NAMES)
