@@ -37,8 +37,13 @@ if [ ! -f "$venv/.complete" ]; then
   mkdir -p "$cache"
   "$python" -m venv "$venv"
   for attempt in 1 2 3; do
+    # TGI's own client, `text-generation` (server tests), without its dependencies: its huggingface-hub<1.0 cap
+    # predates hub 1.x and would conflict with the server's; it needs only requests, aiohttp, pydantic and
+    # huggingface_hub.utils.build_hf_headers, all installed by the first command. Pinned in constraints.txt.
     if "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        -c "$root/hack/constraints.txt" -e "$root[server,operator,dev]" >&2; then
+        -c "$root/hack/constraints.txt" -e "$root[server,operator,dev]" >&2 &&
+      "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+        -c "$root/hack/constraints.txt" text-generation >&2; then
       break
     fi
     [ "$attempt" = 3 ] && { echo "python-env: pip install failed three times; see the errors above" >&2; exit 1; }

@@ -16,7 +16,7 @@ from server_testlib import Launch, LauncherProcess
 pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 40
-POST_ROUTES = ["/generate", "/generate_stream", "/", "/invocations", "/tokenize"]
+POST_ROUTES = ["/generate", "/generate_stream", "/", "/invocations", "/tokenize", "/vertex", "/chat_tokenize"]
 
 
 @pytest.fixture(scope="module")

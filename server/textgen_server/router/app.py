@@ -94,6 +94,7 @@ def admit(state: RouterState, num_sequences: int = 1) -> Serving | JSONResponse:
 def build_app(state: RouterState) -> FastAPI:
     """The FastAPI application over `state` (filled in by the launcher after warmup)."""
     from textgen_server.router.openai_routes import register_openai_routes  # the routes import this module
+    from textgen_server.router.routes_compat import register_compat_routes  # the routes import this module
     from textgen_server.router.routes_tgi import register_tgi_routes  # the routes import this module
 
     app = FastAPI(title="textgen", description="TGI-compatible text generation server")
@@ -126,6 +127,7 @@ def build_app(state: RouterState) -> FastAPI:
                       summary="SageMaker health check (same as /health)")
     register_tgi_routes(app, state)
     register_openai_routes(app, state)
+    register_compat_routes(app, state)  # after the routes it delegates to
     register_metrics(app, state.metrics)
     return app
 

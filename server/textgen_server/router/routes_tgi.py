@@ -1,4 +1,4 @@
-"""TGI's routes: POST /, /generate, /generate_stream, /invocations (SageMaker), /tokenize; GET /, /info.
+"""TGI's routes: POST /generate, /generate_stream, /tokenize; GET /, /info (POST / and /invocations: routes_compat).
 
 Each generation route validates, then admits (503/429) and submits to the batcher with no `await` in between,
 so a burst cannot overshoot --max-concurrent-requests. Shard failures answer 424 "generation", as TGI.
@@ -69,14 +69,6 @@ def register_tgi_routes(app: FastAPI, state: RouterState) -> None:
         await prepare_grammar(state, body.parameters.grammar)
         admitted = prepare(state, body, streaming=True)
         return admitted if isinstance(admitted, JSONResponse) else _start_stream(*admitted, body.inputs)
-
-    async def compat_generate(body: GenerateRequest, request: Request) -> Response:
-        """TGI's root route: /generate or /generate_stream depending on `stream`."""
-        return await (generate_stream(body) if body.stream else generate(body, request))
-
-    for path, summary in (("/", "generate or stream, by `stream`"), ("/invocations", "SageMaker: same as POST /")):
-        app.add_api_route(path, compat_generate, methods=["POST"], summary=summary, response_model=GenerateResponse,
-                          responses={**_SSE, **_GENERATE_ERRORS})
 
     @app.post("/tokenize", response_model=list[SimpleToken], responses=_TOKENIZE_ERRORS)
     async def tokenize(body: GenerateRequest) -> Any:
