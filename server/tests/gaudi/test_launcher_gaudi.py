@@ -52,3 +52,17 @@ def test_bad_gaudi_values_stop_the_launcher_naming_the_variable(env: dict[str, s
 
 def test_every_gaudi_variable_is_a_device_variable_of_hpu() -> None:
     assert all(DEVICE_ENV.get(name) == "hpu" for name in ENV_NAMES)
+
+
+def test_queue_threshold_orders_admission_on_hpu_only() -> None:
+    import dataclasses
+
+    from textgen_server.devices import DeviceChoice
+    from textgen_server.launcher.serving import build_scheduler
+    from textgen_server.protocol import WarmupResult
+    config = launch({**AGENT_NODE, "QUEUE_THRESHOLD_MS": "50"}, "--device", "hpu")
+    warm = WarmupResult(num_blocks=512, block_size=16, max_supported_total_tokens=8192, duration_seconds=0.0)
+    assert build_scheduler(config, warm).config.queue_threshold_ms is None     # computing on the CPU: FIFO
+    on_hpu = dataclasses.replace(config, parallel=dataclasses.replace(
+        config.parallel, device=DeviceChoice("hpu", "hpu", overridden=False)))
+    assert build_scheduler(on_hpu, warm).config.queue_threshold_ms == 50

@@ -14,10 +14,12 @@ the running batch has produced max_waiting_tokens steps since the last admission
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from textgen_server.engine.block_manager import BlockManager
+from textgen_server.engine.queue_policy import QueuedRequest, admission_order
 from textgen_server.engine.sequence import FinishReason, Sequence, SequenceStatus
 from textgen_server.engine.speculative import fit_candidates, group_generations
 # Re-exported: the router imports these from here.
@@ -189,14 +191,27 @@ class Scheduler:
         if len(self._waiting) < max(min_size, 1):
             return
         num_items_before, budget_before = len(plan.seqs), plan.prefill_budget
-        while self._waiting and self._can_admit(next(iter(self._waiting.values())), plan):
-            _, seq = self._waiting.popitem(last=False)
+        for seq in self._waiting_in_admission_order():
+            if not self._can_admit(seq, plan):
+                break
+            del self._waiting[seq.request_id]
             self._admit(seq, plan)
         if len(plan.admitted) < min_size:
             self._undo_admissions(plan)
             del plan.seqs[num_items_before:], plan.num_new_tokens[num_items_before:]
             del plan.candidates[num_items_before:]
             plan.prefill_budget = budget_before
+
+    def _waiting_in_admission_order(self) -> list[Sequence]:
+        """FIFO (TGI), or with queue_threshold_ms TGI on Gaudi's order: preempted sequences (they hold generated
+        tokens) first as queued, then overdue requests, then shorter prompts (engine/queue_policy.py)."""
+        seqs = list(self._waiting.values())
+        if self.config.queue_threshold_ms is None:
+            return seqs
+        fresh = {seq.request_id: seq for seq in seqs if seq.num_preemptions == 0}
+        queued = [QueuedRequest(seq.request_id, seq.arrival_time, seq.num_prompt_tokens) for seq in fresh.values()]
+        order = admission_order(queued, time.monotonic(), self.config.queue_threshold_ms)
+        return [seq for seq in seqs if seq.num_preemptions > 0] + [fresh[request_id] for request_id in order]
 
     def _min_admission_size(self) -> int:
         """TGI's rule: with a batch running, join only in groups of floor(batch * ratio), unless it waited long."""

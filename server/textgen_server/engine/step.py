@@ -17,11 +17,16 @@ class SchedulerConfig:
     waiting_served_ratio: float = 0.3
     max_waiting_tokens: int = 20
     block_size: int = 16
+    # QUEUE_THRESHOLD_MS (TGI on Gaudi, engine/queue_policy.py): None keeps TGI's FIFO admission; a number admits
+    # overdue requests first, then shorter prompts (the launcher sets it on hpu only).
+    queue_threshold_ms: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch_prefill_tokens", "max_batch_total_tokens", "block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SchedulerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.queue_threshold_ms is not None and self.queue_threshold_ms < 0:
+            raise ValueError(f"SchedulerConfig.queue_threshold_ms must be >= 0 or None, got {self.queue_threshold_ms}")
         if self.max_waiting_tokens < 0:  # 0 is TGI's "waiting requests may join at every step"
             raise ValueError(f"SchedulerConfig.max_waiting_tokens must be >= 0, got {self.max_waiting_tokens}")
         if self.max_batch_size is not None and self.max_batch_size < 1:

@@ -37,10 +37,19 @@ def build_scheduler(config: LauncherConfig, warmup: WarmupResult) -> Scheduler:
     scheduler_config = SchedulerConfig(max_batch_prefill_tokens=config.max_batch_prefill_tokens,
                                        max_batch_total_tokens=total, max_batch_size=args.max_batch_size,
                                        waiting_served_ratio=args.waiting_served_ratio,
-                                       max_waiting_tokens=args.max_waiting_tokens, block_size=warmup.block_size)
+                                       max_waiting_tokens=args.max_waiting_tokens, block_size=warmup.block_size,
+                                       queue_threshold_ms=_queue_threshold_ms(config))
     blocks = BlockManager(warmup.num_blocks, warmup.block_size,
                           enable_prefix_caching=not args.disable_prefix_caching)
     return Scheduler(scheduler_config, blocks)
+
+
+def _queue_threshold_ms(config: LauncherConfig) -> int | None:
+    """QUEUE_THRESHOLD_MS orders admission only where the shards run on hpu (TGI on Gaudi's setting); elsewhere the
+    launcher reports the Gaudi variables as not applied and admission stays FIFO, as TGI's."""
+    if config.gaudi is None or config.parallel.device.actual != "hpu":
+        return None
+    return config.gaudi.queue_threshold_ms
 
 
 def build_limits(config: LauncherConfig, scheduler: Scheduler) -> Limits:
