@@ -57,7 +57,8 @@ def scale_overridden(tgs: Body, spec: TGSSpec, autoscaler: Body) -> str | None:
     wants (`kubectl scale tgs` while autoscaling is on), else None."""
     desired = autoscaler.get("status", {}).get("desiredReplicas")
     managers = replicas_managers(tgs)
-    if desired is None or int(desired) == spec.replicas or not managers:
+    # 0: the HPA has not computed a count yet (minReplicas is at least 1).
+    if desired is None or int(desired) < 1 or int(desired) == spec.replicas or not managers:
         return None
     if any(m.startswith(AUTOSCALER_MANAGERS) for m in managers):
         return None
@@ -102,7 +103,7 @@ def autoscaling_condition(tgs: Body, spec: TGSSpec, autoscaler: Body | None) -> 
     name = autoscaler["metadata"]["name"]
     if autoscaler["kind"] == "ScaledObject":
         return _scaled_object_condition(name, _conditions(autoscaler))
-    overridden = scale_overridden(tgs, spec, autoscaler)
-    if overridden:
-        return Condition(AUTOSCALING, "True", "ScaleOverridden", overridden)
-    return _hpa_condition(name, _conditions(autoscaler), autoscaler.get("status", {}))
+    condition = _hpa_condition(name, _conditions(autoscaler), autoscaler.get("status", {}))
+    # Only an HPA that computes replicas overrides anything; one that cannot is the news then.
+    overridden = scale_overridden(tgs, spec, autoscaler) if condition.status == "True" else None
+    return Condition(AUTOSCALING, "True", "ScaleOverridden", overridden) if overridden else condition

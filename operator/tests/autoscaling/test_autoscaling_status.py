@@ -68,7 +68,8 @@ def managed(manager: str, subresource: str = "") -> dict[str, Any]:
     ("kubectl", 1, 1, False),                         # what the HPA wants anyway
     ("kube-controller-manager", 3, 1, False),         # the HPA's own write, its status not updated yet
     ("kube-controller-manager", 2, 2, False),
-], ids=["kubectl-scale", "kubectl-same", "hpa-write-in-flight", "hpa"])
+    ("kubectl", 3, 0, False),                         # the HPA has computed nothing yet
+], ids=["kubectl-scale", "kubectl-same", "hpa-write-in-flight", "hpa", "hpa-not-computed"])
 def test_kubectl_scale_is_reported_as_overridden(make_tgs: Any, manager: str, replicas: int, desired: int,
                                                  overridden: bool) -> None:
     tgs = make_tgs(replicas=replicas, autoscaling=SCALING)
@@ -79,6 +80,13 @@ def test_kubectl_scale_is_reported_as_overridden(make_tgs: Any, manager: str, re
     if overridden:
         assert f"spec.replicas={replicas} was set by {manager}" in condition.message
         assert f"it wants {desired}" in condition.message
+
+
+def test_an_hpa_without_metrics_overrides_nothing(make_tgs: Any) -> None:
+    tgs = make_tgs(replicas=3, autoscaling=SCALING)
+    tgs["metadata"]["managedFields"] = [managed("kubectl", "scale")]
+    condition = autoscaling_condition(tgs, tgs_spec(tgs), hpa([ABLE, NO_METRICS, WITHIN], 3, 1))
+    assert condition is not None and condition.reason == "FailedGetExternalMetric"
 
 
 def test_override_and_lost_metrics_are_warning_events(make_tgs: Any) -> None:

@@ -1,0 +1,63 @@
+"""spec.autoscaling through the real operator, chart RBAC and the real HPA controller of the local control plane
+(kwok pods; no metrics adapter here, so the HPA cannot get its metric: the "adapter stopped" case). Scaling on real
+load with Prometheus and prometheus-adapter is the acceptance test of the metrics pipeline (e2e README)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from e2e.harness import Cluster, apply_yaml, wait_for
+from e2e.operator_run import Operator, chart_operator, condition, get_tgs, permission_errors, tiny, wait_ready
+
+RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    with chart_operator(cluster, tmp_path_factory.mktemp("operator"), RELEASE, SYSTEM_NS) as handle:
+        yield handle
+
+
+def hpa_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", "hpa", name, "-n", namespace, "-o", "json", "--ignore-not-found")
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def pod_count(cluster: Cluster, namespace: str, name: str) -> int:
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={name}", "-o", "name")
+    return len(out.stdout.split())
+
+
+def test_autoscaling_on_off(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    apply_yaml(cluster, tiny("auto", replicas=1, autoscaling={"minReplicas": 1, "maxReplicas": 3}), namespace)
+    hpa = wait_for(lambda: hpa_of(cluster, namespace, "auto"), 60, "the operator's HPA")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "textgen.dev/v1alpha1", "kind": "TextGenerationService",
+                                             "name": "auto"}
+    assert hpa["metadata"]["ownerReferences"][0]["name"] == "auto"
+    wait_ready(cluster, namespace, "auto", 1)
+
+    # No adapter serves external.metrics.k8s.io here: the HPA says so, and the TGS repeats its reason.
+    def no_metrics() -> dict[str, Any] | None:
+        scaling = condition(get_tgs(cluster, namespace, "auto"), "Autoscaling")
+        return scaling if scaling.get("status") == "False" else None
+    scaling = wait_for(no_metrics, 120, "Autoscaling=False with the HPA's reason")
+    assert scaling["reason"].startswith("FailedGet") and "HorizontalPodAutoscaler auto" in scaling["message"]
+    tgs = get_tgs(cluster, namespace, "auto")
+    assert condition(tgs, "Ready")["status"] == "True"        # nothing else breaks: the pods serve on
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                             f"involvedObject.name=auto,reason={scaling['reason']}", "-o", "name").stdout
+    assert events.strip(), "a Warning Event with the HPA's reason"
+
+    # Removed: the HPA goes, the condition goes, and spec.replicas (kubectl scale) rules again.
+    cluster.kubectl("patch", "tgs", "auto", "-n", namespace, "--type=json",
+                    "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]')
+    wait_for(lambda: hpa_of(cluster, namespace, "auto") is None, 60, "the HPA deleted")
+    wait_for(lambda: not condition(get_tgs(cluster, namespace, "auto"), "Autoscaling"), 60,
+             "the Autoscaling condition gone")
+    cluster.kubectl("scale", "tgs/auto", "-n", namespace, "--replicas=2")
+    wait_ready(cluster, namespace, "auto", 2)
+    assert pod_count(cluster, namespace, "auto") == 2
+    assert permission_errors(operator.log_path) == []
