@@ -4,6 +4,7 @@ load with Prometheus and prometheus-adapter is the acceptance test of the metric
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,8 @@ from e2e.harness import Cluster, apply_yaml, wait_for
 from e2e.operator_run import Operator, chart_operator, condition, get_tgs, permission_errors, tiny, wait_ready
 
 RELEASE, SYSTEM_NS = "textgen-operator", "textgen-system"
+OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,15 @@ def test_autoscaling_on_off(cluster: Cluster, operator: Operator, namespace: str
     events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
                              f"involvedObject.name=auto,reason={scaling['reason']}", "-o", "name").stdout
     assert events.strip(), "a Warning Event with the HPA's reason"
+
+    # The HPA controller rewrites its status every sync; the operator follows it without writing anything.
+    time.sleep(5)
+    start = time.time()
+    time.sleep(30)
+    writes = [e for e in cluster.audit_events(since=start)
+              if e["user"]["username"] == OPERATOR_USER and e["verb"] in WRITE_VERBS
+              and e["objectRef"].get("namespace") == namespace]
+    assert writes == [], [(e["verb"], e["objectRef"]) for e in writes]
 
     # Removed: the HPA goes, the condition goes, and spec.replicas (kubectl scale) rules again.
     cluster.kubectl("patch", "tgs", "auto", "-n", namespace, "--type=json",
