@@ -45,6 +45,15 @@ def test_autoscaling_the_operator_cannot_honour_is_refused(cluster: Cluster, nam
 
 
 @pytest.mark.usefixtures("tgs_crd")
+def test_lowering_max_replicas_while_scaled_above_it_is_accepted(cluster: Cluster, namespace: str) -> None:
+    """GitOps leaves spec.replicas to the HPA: a lower maxReplicas must apply while the HPA has 4 replicas."""
+    apply_yaml(cluster, tgs("scaled", replicas=4, autoscaling={"minReplicas": 1, "maxReplicas": 4}), namespace)
+    [stored] = apply_yaml(cluster, tgs("scaled", replicas=4, autoscaling={"minReplicas": 1, "maxReplicas": 2}),
+                          namespace)
+    assert stored["spec"]["autoscaling"]["maxReplicas"] == 2
+
+
+@pytest.mark.usefixtures("tgs_crd")
 @pytest.mark.parametrize("autoscaling", [
     SCALING,
     {**SCALING, "metric": {"type": "QueueSize", "averageValue": "1500m"}},
@@ -54,7 +63,8 @@ def test_autoscaling_the_operator_cannot_honour_is_refused(cluster: Cluster, nam
     {**SCALING, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 15, "selectPolicy": "Max",
                                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]},
                              "scaleUp": {"selectPolicy": "Disabled"}}},
-], ids=["defaults", "queue-size", "pods", "external", "behavior"])
+    {"minReplicas": 2, "maxReplicas": 4},     # spec.replicas stays the default 1: the HPA raises it to 2
+], ids=["defaults", "queue-size", "pods", "external", "behavior", "replicas-below-min"])
 def test_accepted_autoscaling_builds_an_hpa_the_api_server_accepts(cluster: Cluster, namespace: str,
                                                                   autoscaling: dict[str, Any]) -> None:
     [stored] = apply_yaml(cluster, tgs("good", autoscaling=autoscaling), namespace)

@@ -160,7 +160,8 @@ def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace
     ({"limits": {"maxTotalTokens": 2048, "maxBatchTotalTokens": 1024}}, "maxBatchTotalTokens must be at least"),
     ({"accelerator": {"type": "gaudi", "count": 3}}, "Gaudi shards must be 1, 2, 4 or 8"),
     ({"gaudi": {"batchBucketSize": 8}}, "spec.gaudi is only valid with spec.accelerator.type: gaudi"),
-    ({"replicas": 9, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}}, "must lie within"),
+    ({"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "metric": {"type": "External", "name": "q"}}},
+     "autoscaling.metric.averageValue is required"),
     ({"replicas": 3, "autoscaling": {"minReplicas": 5, "maxReplicas": 4}}, "minReplicas must not exceed"),
     ({"cache": {"mode": "Shared"}}, "cache.mode Shared needs cache.existingClaim"),
     ({"cache": {"mode": "PerReplica", "existingClaim": "x"}}, "cache.existingClaim is only used with"),
@@ -169,7 +170,7 @@ def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace
     ({"rollout": {"autoRollback": True}}, "rollout.autoRollback: automatic rollback is not implemented yet"),
     ({"rollout": {"maxSurge": 1}}, "rollout.maxSurge > 0: surge rollouts are not implemented yet"),
 ], ids=["quantize", "quantize-unknown", "speculate", "kv-pattern", "waiting-negative", "total-vs-input",
-        "prefill-vs-input", "batch-total-vs-total", "gaudi-count", "gaudi-on-cpu", "replicas-bounds",
+        "prefill-vs-input", "batch-total-vs-total", "gaudi-count", "gaudi-on-cpu", "autoscaling-target",
         "autoscaling-order", "shared-needs-claim", "claim-needs-shared", "autoscaling", "auto-rollback",
         "max-surge"])
 def test_tgs_specs_the_server_cannot_serve_are_refused_with_the_reason(cluster: Cluster, namespace: str,

@@ -257,7 +257,7 @@ def test_a_crash_looping_launcher_shows_degraded_with_its_own_message(cluster: C
     ({"limits": {"maxInputTokens": 2048, "maxTotalTokens": 2048}}, "maxTotalTokens must be greater"),
     ({"accelerator": {"type": "gaudi", "count": 3}}, "Gaudi shards must be 1, 2, 4 or 8"),
     ({"gaudi": {"batchBucketSize": 8}}, "spec.gaudi is only valid with spec.accelerator.type: gaudi"),
-    ({"replicas": 9, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}}, "must lie within"),
+    ({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}, "minReplicas must not exceed"),
 ])
 def test_the_crd_rejects_inconsistent_specs(cluster: Cluster, operator: Operator, namespace: str,
                                             spec: dict[str, Any], message: str) -> None:
