@@ -9,7 +9,6 @@ from textgen_operator.names import Body, selector_string, tgs_name, tgs_namespac
 from textgen_operator.pod_health import container_failures, count_warming, last_warmup_seconds, unschedulable_message
 from textgen_operator.problems import Problem
 from textgen_operator.rollout.model import Plan
-from textgen_operator.rollout.model import Plan
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 
@@ -148,13 +147,6 @@ def build_status(tgs: Body, sts: Body | None, pods: list[Body], problems: list[P
     for field in ("currentRevision", "updateRevision"):
         if st.get(field):
             status[field] = st[field]
-    if rollout is not None and sts is not None:
-        # Revisions are pod template hashes; the StatefulSet's own currentRevision never moves under OnDelete.
-        status["updatedReplicas"] = rollout.updated
-        status["updateRevision"] = rollout.target
-        status.pop("currentRevision", None)
-        if rollout.good_revision:
-            status["currentRevision"] = rollout.good_revision
     if rollout is not None and sts is not None:
         # Revisions are pod template hashes; the StatefulSet's own currentRevision never moves under OnDelete.
         status["updatedReplicas"] = rollout.updated
