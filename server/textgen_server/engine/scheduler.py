@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from textgen_server.engine.block_manager import BlockManager
+from textgen_server.engine.buckets import max_prefill_batch, sequence_bucket
 from textgen_server.engine.queue_policy import QueuedRequest, admission_order
 from textgen_server.engine.sequence import FinishReason, Sequence, SequenceStatus
 from textgen_server.engine.speculative import fit_candidates, group_generations
@@ -153,10 +154,22 @@ class Scheduler:
                 plan.num_running_tokens += seq.num_tokens
 
     def _continue_prefill(self, seq: Sequence, plan: _StepPlan) -> None:
-        num_tokens = min(seq.num_uncomputed_tokens, plan.prefill_budget)
+        num_tokens = self._prefill_chunk(seq, plan)
         if num_tokens > 0:
             plan.prefill_budget -= num_tokens
             plan.add(seq, num_tokens)
+
+    def _prefill_chunk(self, seq: Sequence, plan: _StepPlan) -> int:
+        """Prompt tokens `seq` may compute this step; with static shapes 0 when its chunk would take the step's
+        prefill group out of the bucket limits (it waits a step), and never more than max_input_tokens."""
+        num_tokens = min(seq.num_uncomputed_tokens, plan.prefill_budget)
+        buckets = self.config.buckets
+        if buckets is None or num_tokens <= 1:
+            return num_tokens
+        num_tokens = min(num_tokens, buckets.max_input_tokens)
+        lengths = [n for n in plan.num_new_tokens if n > 1] + [num_tokens]
+        fits = len(lengths) <= max_prefill_batch(buckets, sequence_bucket(buckets, max(lengths)))
+        return num_tokens if fits else 0
 
     def _make_room(self, seq: Sequence, plan: _StepPlan) -> bool:
         """Preempts the newest running sequences until `seq` can grow; False if `seq` itself was preempted."""
@@ -223,7 +236,11 @@ class Scheduler:
         config = self.config
         if plan.prefill_budget <= 0:
             return False
-        if config.max_batch_size is not None and len(self._running) >= config.max_batch_size:
+        # With static shapes the buckets' batch bound holds too (derived from --max-batch-total-tokens when unset).
+        limits = [n for n in (config.max_batch_size, config.buckets and config.buckets.max_batch_size) if n]
+        if limits and len(self._running) >= min(limits):
+            return False
+        if config.buckets is not None and self._prefill_chunk(seq, plan) == 0:
             return False
         # A request longer than the total budget may still run alone; otherwise it would wait forever.
         batch_is_empty = not self._running

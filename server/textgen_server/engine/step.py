@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from textgen_server.engine.buckets import BucketConfig
 from textgen_server.engine.sequence import FinishReason, Sequence
 from textgen_server.protocol import Generation, StepItem
 
@@ -20,6 +21,9 @@ class SchedulerConfig:
     # QUEUE_THRESHOLD_MS (TGI on Gaudi, engine/queue_policy.py): None keeps TGI's FIFO admission; a number admits
     # overdue requests first, then shorter prompts (the launcher sets it on hpu only).
     queue_threshold_ms: int | None = None
+    # Static shapes (engine/buckets.py, shard/static_runner.py): prefill groups within the bucket limits, chunks of
+    # at most max_input_tokens, batches of at most buckets.max_batch_size. None: no shape constraint.
+    buckets: BucketConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch_prefill_tokens", "max_batch_total_tokens", "block_size"):

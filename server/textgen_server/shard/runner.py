@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from textgen_server.models.attention import StepContext, select_kernel
-from textgen_server.models.attention_metadata import build_attention_metadata
+from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata
 from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
 from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
@@ -98,12 +98,7 @@ class ModelRunner:
         sampling_states = self._update_states(items)
         metadata = build_attention_metadata(items, cache.block_size, self.device)
         with torch.inference_mode():
-            hidden = self.loaded.model.base_model(
-                input_ids=metadata.input_ids,
-                position_ids=metadata.position_ids,
-                use_cache=False,
-                textgen_step=StepContext(metadata, cache, self.kernel),
-            ).last_hidden_state  # [1, T, hidden]
+            hidden = self._forward(items, metadata, cache)  # [1, T, hidden], the items' rows in order
             lm_head = self.loaded.model.get_output_embeddings()
             finished_prompts: dict[int, list[float]] = {}
             if any(item.prefill_logprobs for item in items):  # else the fast path: lm_head on sampling rows only
@@ -116,6 +111,19 @@ class ModelRunner:
             if finished_prompts:
                 generations = [_with_prompt_logprobs(g, finished_prompts) for g in generations]
             return generations
+
+    def _forward(self, items: list[StepItem], metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
+        """The model over the step's flattened batch (shard/static_runner.py pads it to static shapes here)."""
+        return self.run_model(metadata, cache)
+
+    def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
+        """One forward pass of the base model over `metadata`'s tokens -> last hidden states [1, T, hidden]."""
+        return self.loaded.model.base_model(
+            input_ids=metadata.input_ids,
+            position_ids=metadata.position_ids,
+            use_cache=False,
+            textgen_step=StepContext(metadata, cache, self.kernel),
+        ).last_hidden_state
 
     def _sample(self, items: list[StepItem], logits: torch.Tensor, sample_hidden: torch.Tensor,
                 states: list[RequestState]) -> list[Generation]:
