@@ -5,9 +5,10 @@ Unknown request fields are ignored as TGI does, so clients that send them still 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 
@@ -53,6 +54,12 @@ class Token(BaseModel):
     text: str
     logprob: float | None = None
     special: bool = False
+
+    @field_validator("logprob")
+    @classmethod
+    def _finite_or_null(cls, value: float | None) -> float | None:
+        # A masked alternative (grammar, top-k/p) has logprob -inf, which JSON cannot carry: null, as TGI writes it.
+        return value if value is None or math.isfinite(value) else None
 
 
 class PrefillToken(BaseModel):
