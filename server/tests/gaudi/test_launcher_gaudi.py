@@ -66,3 +66,50 @@ def test_queue_threshold_orders_admission_on_hpu_only() -> None:
     on_hpu = dataclasses.replace(config, parallel=dataclasses.replace(
         config.parallel, device=DeviceChoice("hpu", "hpu", overridden=False)))
     assert build_scheduler(on_hpu, warm).config.queue_threshold_ms == 50
+
+
+def test_static_shapes_switch_builds_the_buckets_and_applies_the_bucket_variables() -> None:
+    env = {"BATCH_BUCKET_SIZE": "4", "PREFILL_BATCH_BUCKET_SIZE": "2", "PAD_SEQUENCE_TO_MULTIPLE_OF": "32",
+           "QUEUE_THRESHOLD_MS": "10"}
+    config = launch(env, "--device", "cpu", "--static-shapes", "true", "--max-input-tokens", "160",
+                    "--max-total-tokens", "200", "--max-batch-prefill-tokens", "320", "--max-batch-size", "12")
+    assert config.buckets is not None
+    assert (config.buckets.batch_bucket_size, config.buckets.prefill_batch_bucket_size,
+            config.buckets.pad_sequence_to_multiple_of, config.buckets.max_batch_size) == (4, 2, 32, 12)
+    # the bucket sizes are applied on the CPU now; QUEUE_THRESHOLD_MS still is not (hpu only)
+    assert len(config.warnings) == 1 and "QUEUE_THRESHOLD_MS set but not applied" in config.warnings[0]
+    assert launch(env, "--device", "cpu").buckets is None
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (("--max-input-tokens", "160", "--max-total-tokens", "200"), "--static-shapes: static shapes need a batch bound"),
+    (("--max-batch-size", "8", "--speculate", "2"), "does not support speculative decoding"),
+    (("--max-batch-size", "8", "--max-input-tokens", "500", "--max-total-tokens", "600",
+      "--max-batch-prefill-tokens", "100"), "--max-batch-prefill-tokens (100) must be at least --max-input-tokens"),
+])
+def test_static_shapes_refusals(argv: tuple[str, ...], fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        launch({}, "--static-shapes", "true", *argv)
+    assert fragment in str(error.value)
+
+
+def test_the_shard_reads_the_static_shape_flags_the_launcher_writes() -> None:
+    from textgen_server.launcher.shards import ShardSpec, build_shard_command
+    from textgen_server.shard.__main__ import parse_args as shard_parse_args
+    command = build_shard_command(ShardSpec(Path("/m"), "/tmp/s", 0, 1, None, None, bucket_sizes=(4, 2, 32),
+                                            shape_warmup=False))
+    shard = shard_parse_args(command[3:])
+    assert shard.bucket_sizes == (4, 2, 32) and shard.shape_warmup is False
+    assert shard_parse_args(build_shard_command(ShardSpec(Path("/m"), "/tmp/s", 0, 1, None, None))[3:]).bucket_sizes \
+        is None
+
+
+def test_the_scheduler_gets_the_buckets_with_the_shards_block_size() -> None:
+    from textgen_server.launcher.serving import build_scheduler
+    from textgen_server.protocol import WarmupResult
+    config = launch({}, "--static-shapes", "true", "--max-batch-size", "8", "--max-input-tokens", "160",
+                    "--max-total-tokens", "200")
+    scheduler = build_scheduler(config, WarmupResult(num_blocks=99, block_size=16, max_supported_total_tokens=1584,
+                                                     duration_seconds=0.0))
+    assert scheduler.config.buckets is not None and scheduler.config.buckets.block_size == 16
+    assert scheduler.config.buckets.max_batch_size == 8

@@ -18,7 +18,8 @@ from typing import Any, Callable
 from textgen_server.devices import DEVICE_CHOICES, OVERRIDE_ENV
 from textgen_server.gaudi.config import ENV_NAMES as GAUDI_ENV_NAMES
 from textgen_server.gaudi.config import GaudiConfig, GaudiConfigError, check_bucket_limits, parse_gaudi_env
-from textgen_server.launcher import tgi_env
+from textgen_server.engine.buckets import BucketConfig, BucketError
+from textgen_server.launcher import static_shapes, tgi_env
 from textgen_server.speculation.config import SpeculationPlan
 from textgen_server.launcher.parallel import (SINGLE_CPU, ParallelConfig, ParallelConfigError,
                                               build_parallel_config, visible_cpus)
@@ -86,6 +87,7 @@ class LauncherArgs:
     trust_remote_code: bool = False
     device_env_names: tuple[str, ...] = ()   # accelerator runtime variables set (tgi_env.DEVICE_ENV)
     gaudi_environ: tuple[tuple[str, str], ...] = ()   # TGI on Gaudi's variables as set (gaudi/config.py)
+    static_shapes: bool = False                        # launcher/static_shapes.py
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class LauncherConfig:
     parallel: ParallelConfig = SINGLE_CPU  # shard count, device, rendezvous; set by build_config
     warnings: tuple[str, ...] = ()         # accepted but not applied here; the launcher logs each as a WARNING
     gaudi: GaudiConfig | None = None       # TGI on Gaudi's settings: parsed when one is set or the device is hpu
+    buckets: BucketConfig | None = None    # --static-shapes: the bucket rules (block_size set after warmup)
     # --speculate against the model (speculation/config.py); with Medusa, model_path is the base model's directory
     speculation: SpeculationPlan = SpeculationPlan("off", 0)
 
@@ -179,6 +182,10 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
      "KV cache size: bytes or 512MiB / 2GiB (default: the shard's device default)"),
     ("--graceful-termination-timeout", "GRACEFUL_TERMINATION_TIMEOUT", float, 60.0,
      "seconds in-flight requests may take to finish after SIGTERM"),
+    ("--static-shapes", "TEXTGEN_STATIC_SHAPES", _parse_bool, False,
+     "true: pad every forward pass to TGI on Gaudi's buckets (BATCH_BUCKET_SIZE, PREFILL_BATCH_BUCKET_SIZE, "
+     "PAD_SEQUENCE_TO_MULTIPLE_OF) and run every shape before serving (WARMUP_ENABLED), on any device; needs a "
+     "batch bound (--max-batch-size or --max-batch-total-tokens) and --speculate 0"),
     ("--shard-startup-timeout", "SHARD_STARTUP_TIMEOUT", float, 600.0,
      "seconds to wait for shard sockets (model load) before giving up"),
 )
@@ -270,10 +277,19 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
     except ParallelConfigError as error:
         raise ConfigError(str(error)) from error
     gaudi = _gaudi_config(args, parallel, max_input)
+    buckets = None
+    if args.static_shapes:
+        try:
+            buckets = static_shapes.build_buckets(gaudi or GaudiConfig(), max_input, max_total, prefill,
+                                                  args.max_batch_size, args.max_batch_total_tokens,
+                                                  args.speculate or 0)
+        except BucketError as error:
+            raise ConfigError(f"--static-shapes: {error}") from error
+    unapplied = set(args.device_env_names) - (static_shapes.APPLIED_ENV if args.static_shapes else set())
     config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
                             max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel,
-                            gaudi=gaudi,
-                            warnings=tgi_env.device_env_warnings(args.device_env_names, parallel.device.actual))
+                            gaudi=gaudi, buckets=buckets,
+                            warnings=tgi_env.device_env_warnings(unapplied, parallel.device.actual))
     validate(config, max_positions)
     return config
 

@@ -208,7 +208,8 @@ class Launcher:
                              master_port=parallel.master_port, num_threads=parallel.threads_per_rank,
                              join_timeout=args.shard_startup_timeout, group_key=group_key,
                              speculate=self.config.speculation.num_tokens,
-                             medusa_path=self.config.speculation.medusa.path if self.config.speculation.medusa else None)
+                             medusa_path=self.config.speculation.medusa.path if self.config.speculation.medusa else None,
+                             **_static_shape_fields(self.config))
             self.shards.append(await ShardProcess.spawn(spec))
         await asyncio.gather(*(shard.wait_ready(args.shard_startup_timeout) for shard in self.shards))
         sockets = [shard.spec.socket_path for shard in self.shards]
@@ -227,6 +228,16 @@ async def _cancel(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _static_shape_fields(config: LauncherConfig) -> dict[str, Any]:
+    """ShardSpec's --static-shapes fields: the bucket sizes and whether the shard warms every shape."""
+    if config.buckets is None:
+        return {}
+    buckets, gaudi = config.buckets, config.gaudi
+    return {"bucket_sizes": (buckets.batch_bucket_size, buckets.prefill_batch_bucket_size,
+                             buckets.pad_sequence_to_multiple_of),
+            "shape_warmup": gaudi.warmup_enabled if gaudi is not None else True}
 
 
 def _http_failed(server_task: asyncio.Future[Any]) -> int:

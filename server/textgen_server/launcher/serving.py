@@ -38,7 +38,9 @@ def build_scheduler(config: LauncherConfig, warmup: WarmupResult) -> Scheduler:
                                        max_batch_total_tokens=total, max_batch_size=args.max_batch_size,
                                        waiting_served_ratio=args.waiting_served_ratio,
                                        max_waiting_tokens=args.max_waiting_tokens, block_size=warmup.block_size,
-                                       queue_threshold_ms=_queue_threshold_ms(config))
+                                       queue_threshold_ms=_queue_threshold_ms(config),
+                                       buckets=dataclasses.replace(config.buckets, block_size=warmup.block_size)
+                                       if config.buckets is not None else None)
     blocks = BlockManager(warmup.num_blocks, warmup.block_size,
                           enable_prefix_caching=not args.disable_prefix_caching)
     return Scheduler(scheduler_config, blocks)

@@ -46,6 +46,8 @@ class ShardConfig:
     group_key: str = "textgen"
     speculate: int = 0
     medusa_path: Path | None = None
+    bucket_sizes: tuple[int, int, int] | None = None   # --static-shapes B,P,S: shard/static_runner.py
+    shape_warmup: bool = True
 
     @property
     def socket_path(self) -> str:
@@ -75,12 +77,25 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
                         help="speculative candidates per step (0 = off); n-gram unless --medusa-path is given")
     parser.add_argument("--medusa-path", type=Path, default=None,
                         help="Medusa repository whose heads propose the candidates (the launcher resolves it)")
+    parser.add_argument("--static-shapes", type=_bucket_sizes, default=None, metavar="BATCH,PREFILL_BATCH,PAD",
+                        help="pad every forward pass to these buckets (BATCH_BUCKET_SIZE, PREFILL_BATCH_BUCKET_SIZE, "
+                        "PAD_SEQUENCE_TO_MULTIPLE_OF) and warm every shape at Warmup (shard/static_runner.py)")
+    parser.add_argument("--no-shape-warmup", action="store_true",
+                        help="with --static-shapes: do not run every shape at Warmup (WARMUP_ENABLED=false)")
     args = parser.parse_args(argv)
     if not 0 <= args.rank < args.world_size:
         parser.error(f"--rank {args.rank} must be in [0, --world-size {args.world_size})")
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
                        args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
-                       args.group_key, args.speculate, args.medusa_path)
+                       args.group_key, args.speculate, args.medusa_path, args.static_shapes,
+                       not args.no_shape_warmup)
+
+
+def _bucket_sizes(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: write three positive whole numbers, e.g. 8,4,128")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def serve(config: ShardConfig) -> None:
@@ -94,10 +109,17 @@ def serve(config: ShardConfig) -> None:
     device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
     init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
                        config.join_timeout, config.group_key)
-    runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
-                         default_kv_cache_bytes=config.kv_cache_memory
+    runner_kwargs = dict(default_kv_cache_bytes=config.kv_cache_memory
                          or default_kv_cache_bytes(device.type, config.world_size),
                          speculate=config.speculate, medusa_path=config.medusa_path)
+    if config.bucket_sizes is not None:
+        from textgen_server.shard.static_runner import BucketSizes, StaticShapeRunner
+        runner: ModelRunner = StaticShapeRunner(config.model_path, config.dtype, str(device), config.rank,
+                                                config.world_size, buckets=BucketSizes(*config.bucket_sizes),
+                                                warmup_enabled=config.shape_warmup, **runner_kwargs)
+    else:
+        runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
+                             **runner_kwargs)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[ErrorMappingInterceptor(fatal_internal=config.world_size > 1)],
