@@ -63,10 +63,6 @@ def check_not_implemented(spec: TGSSpec) -> list[Problem]:
                                 f"spec.model.quantize={spec.model.quantize!r}: the server implements no "
                                 "quantization method yet; remove spec.model.quantize (and serve the model in "
                                 "spec.model.dtype)"))
-    if spec.speculate > 0:
-        problems.append(Problem("SpeculationNotImplemented",
-                                f"spec.speculate={spec.speculate}: speculative decoding is not implemented yet; "
-                                "set spec.speculate to 0 or remove it"))
     return problems
 
 

@@ -176,7 +176,9 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("extra-args", {"args": ["--max-best-of", "3", "--json-output"]}, {"max_best_of": 3, "json_output": True}),
     ("extra-env", {"env": [{"name": "MAX_STOP_SEQUENCES", "value": "6"}, {"name": "USAGE_STATS", "value": "off"}]},
      {"max_stop_sequences": 6}),
-    ("speculate-zero", {"speculate": 0}, {"speculate": None}),
+    ("speculate-zero", {"speculate": 0}, {"speculate": None}),   # the server's default: off, or every Medusa head
+    ("speculate", {"speculate": 4}, {"speculate": 4}),
+    ("speculate-env", {"env": [{"name": "SPECULATE", "value": "2"}]}, {"speculate": 2}),  # TGI's variable, honoured
     ("nvidia-4", {"accelerator": {"type": "nvidia", "count": 4}}, {"device": "cuda", "num_shard": 4}),
     ("shared-cache", {"cache": {"mode": "Shared", "existingClaim": "weights"}}, {"huggingface_hub_cache": "/data"}),
 ]
@@ -197,7 +199,6 @@ def test_spec_variants_land_where_the_crd_says(spec: dict[str, Any], expected: d
 REFUSED_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
     ("quantize", {"model": {"id": "org/model", "quantize": "gptq"}}, "QuantizationNotImplemented",
      "--quantize gptq is not implemented"),
-    ("speculate", {"speculate": 2}, "SpeculationNotImplemented", "--speculate 2 is not implemented"),
     ("args-repeat-a-generated-flag", {"args": ["--num-shard", "2"]}, "DuplicateLauncherArgument",
      "--num-shard is given more than once"),
 ]
@@ -213,7 +214,6 @@ def test_fields_the_server_cannot_honour_are_refused_on_both_sides(spec: dict[st
 
 
 @pytest.mark.parametrize("env, name", [
-    ({"name": "SPECULATE", "value": "2"}, "SPECULATE"),             # TGI's variable: honoured, 2 refused by name
     ({"name": "QUANTIZE", "value": "awq"}, "QUANTIZE"),
     ({"name": "OTLP_ENDPOINT", "value": "http://127.0.0.1:4317"}, "OTLP_ENDPOINT"),
     ({"name": "ROPE_SCALING", "value": "linear"}, "ROPE_SCALING"),

@@ -35,7 +35,6 @@ def test_accelerator_count_must_fit_one_node(make_tgs: Any, accelerator: dict[st
 
 @pytest.mark.parametrize("spec, reason, words", [
     ({"model": {"id": "m", "quantize": "gptq"}}, "QuantizationNotImplemented", ["'gptq'", "remove spec.model.quantize"]),
-    ({"speculate": 2}, "SpeculationNotImplemented", ["spec.speculate=2", "set spec.speculate to 0"]),
     ({"args": ["--num-shard", "4"]}, "DuplicateLauncherArgument", ["--num-shard", "spec.args"]),
     ({"args": ["--max-input-tokens=9"], "limits": {"maxInputTokens": 8, "maxTotalTokens": 16}},
      "DuplicateLauncherArgument", ["--max-input-tokens"]),
@@ -56,6 +55,7 @@ def test_fields_the_server_cannot_honour_block_with_a_reason(make_tgs: Any, spec
     {"env": [{"name": "MAX_TOTAL_TOKENS", "value": "9"}]},      # likewise
     {"env": [{"name": "LOG_LEVEL", "value": "debug"}]},
     {"speculate": 0},
+    {"speculate": 4},                                           # speculative decoding is implemented (issue 14)
 ])
 def test_extra_args_and_env_that_set_nothing_twice_are_fine(make_tgs: Any, spec: dict[str, Any]) -> None:
     assert find_problems(make_tgs(**spec), None, NODES) == []
