@@ -11,6 +11,7 @@ kept back as the scratch block (Warmup reports one block less). Speculative deco
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 
@@ -26,6 +27,7 @@ from textgen_server.shard.runner import ModelRunner
 from textgen_server.shard.static_layout import PaddedStep, pad_step, warmup_step
 
 Shape = PrefillShape | DecodeShape
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class StaticShapeRunner(ModelRunner):
                 self._run_padded(warmup_step(self.config, shape, self.scratch_block, result.block_size))
                 self.warmed_shapes.add(shape)
         self.shape_warmup_seconds = time.perf_counter() - started
+        logger.info("static shapes: %d warmed in %.2f s (buckets batch %d, prefill batch %d, sequence %d; "
+                    "batch bound %d)", len(self.warmed_shapes), self.shape_warmup_seconds, self.buckets.batch,
+                    self.buckets.prefill_batch, self.buckets.pad_sequence, self.config.max_batch_size)
         self.shapes_seen = []
         num_blocks = result.num_blocks - 1        # the scratch block is never the router's
         return replace(result, num_blocks=num_blocks, max_supported_total_tokens=num_blocks * result.block_size,
