@@ -11,7 +11,7 @@ of streaming requests sent to the Ready pods as kube-proxy would (e2e/ready_pods
     (the controller deletes a pod, then waits for its replacement to be Ready, one at a time).
 Reported per run: rollout time (spec change -> every pod at the new revision and Ready), the pods' warmup
 (Ready minus container start, the operator's lastWarmupSeconds measure), the fewest Ready pods a pod watch saw
-during the rollout, the most pods at once, and ok / failed requests with reasons.
+during the rollout, the most pods at once, ok / failed requests with reasons and their latency.
 
 Usage: hack/cluster up && .venv/bin/python hack/bench-rollout.py [--concurrency 3] [--max-new-tokens 24]
        [--only operator|statefulset] [--json PATH]
@@ -58,6 +58,8 @@ class Result:
     failed: int
     reasons: dict[str, int]
     drained: int
+    latency_p50_s: float | None
+    latency_p99_s: float | None
 
 
 def tgs_body(name: str, try_value: str) -> dict[str, Any]:
@@ -91,7 +93,8 @@ def measure(cluster: Cluster, namespace: str, selector: str, change: Any, done: 
             time.sleep(2)
         summary = load.summary()
     return Result(run, round(elapsed, 1), mean_warmup(cluster, namespace, selector), ready.min_ready(started),
-                  ready.peak_pods, summary.ok, summary.failed, summary.reasons, summary.drained)
+                  ready.peak_pods, summary.ok, summary.failed, summary.reasons, summary.drained,
+                  summary.latency_p50_s, summary.latency_p99_s)
 
 
 def run_operator_rollout(cluster: Cluster, workdir: Path, args: argparse.Namespace) -> Result:
@@ -159,12 +162,13 @@ def run_statefulset_rollout(cluster: Cluster, args: argparse.Namespace) -> Resul
 
 def print_table(results: list[Result]) -> None:
     print("\n| rollout of 3 pods | rollout time | pod warmup (mean) | min Ready during rollout | most pods | "
-          "requests ok / failed | streams drained | failure reasons |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+          "requests ok / failed | latency p50 / p99 | streams drained | failure reasons |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         warm = f"{r.warmup_seconds:.0f} s" if r.warmup_seconds is not None else "?"
+        latency = f"{r.latency_p50_s or 0:.2f} / {r.latency_p99_s or 0:.2f} s"
         print(f"| {r.run} | {r.rollout_seconds:.0f} s | {warm} | {r.min_ready} of 3 | {r.peak_pods} | "
-              f"{r.ok} / {r.failed} | {r.drained} | {r.reasons or '-'} |")
+              f"{r.ok} / {r.failed} | {latency} | {r.drained} | {r.reasons or '-'} |")
 
 
 def main() -> int:
