@@ -4,6 +4,7 @@ tokens, and the shard warmed its shapes (its log line). A step outside the warme
 shard (shard/static_runner.py) and fail its requests, so exactness also means no such step was served."""
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))   # the server tier's helpers
 
 from server_testlib import Launch, ReferenceModels  # noqa: E402
-from test_greedy_exactness import run_and_check  # noqa: E402
+from server_workload import build_jobs, run_jobs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,11 @@ def test_static_shapes_server_matches_transformers(tiny_llama_dir: Path, launch:
                                                    reference: ReferenceModels) -> None:
     server = launch(tiny_llama_dir, "--static-shapes", "true", "--max-batch-size", "8", "--max-input-tokens",
                     "320", "--max-total-tokens", "400", "--max-batch-prefill-tokens", "640")
-    run_and_check(server.base_url, tiny_llama_dir, reference)
+    jobs = build_jobs(reference.tokenizer(tiny_llama_dir))
+    results = asyncio.run(run_jobs(server.base_url, jobs))
+    mismatches = [len(job.prompt_ids) for job, result in zip(jobs, results)
+                  if result["token_ids"] != reference.greedy(tiny_llama_dir, job.prompt_ids, job.max_new_tokens)]
+    assert mismatches == [], f"requests with these prompt lengths differ from transformers: {mismatches}"
     warmed = re.search(r"static shapes: (\d+) warmed in ([\d.]+) s", server.log())
     # defaults 8 / 4 / 128: sequence buckets 128, 256, 320 hold 5, 2, 2 prompts (640 // bucket) -> prefill batches
     # 4 and 8 at 128, 4 at 256 and 320; decode batch 8: 5 shapes
