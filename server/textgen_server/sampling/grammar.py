@@ -16,6 +16,7 @@ from typing import Protocol
 
 import llguidance
 import llguidance.torch
+import numpy as np
 import torch
 
 from textgen_server.grammar.compile import build_ll_tokenizer
@@ -92,6 +93,8 @@ def apply_grammar_masks(scores: torch.Tensor, rows: list[GrammarRow]) -> torch.T
         for j, matcher in enumerate(matchers):
             llguidance.torch.fill_next_token_bitmask(matcher, bitmask, j)
     allowed = unpack_bitmask(bitmask, vocab_size).to(scores.device)  # [G, V] bool
+    if len(constrained) == len(rows):  # every row constrained: one masked_fill, no gather/scatter
+        return scores.masked_fill(~allowed, float("-inf"))
     index = torch.tensor(constrained, dtype=torch.long, device=scores.device)
     scores = scores.clone()
     scores[index] = scores[index].masked_fill(~allowed, float("-inf"))
@@ -108,10 +111,12 @@ def _executor() -> llguidance.LLExecutor:
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[G, W] int32 bit words (token t allowed iff bit t % 32 of word t // 32) -> [G, vocab_size] bool."""
-    shifts = torch.arange(32, dtype=torch.int32)
-    bits = (bitmask.unsqueeze(-1) >> shifts) & 1  # [G, W, 32]
-    return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
+    """[G, W] int32 bit words (token t allowed iff bit t % 32 of word t // 32) -> [G, vocab_size] bool.
+
+    numpy's unpackbits on the little-endian bytes is one single-threaded pass (torch's bit ops were several
+    thread-pool dispatches per step)."""
+    as_bytes = bitmask.numpy().view(np.uint8)  # [G, 4W], little-endian words: byte-wise bit order is token order
+    return torch.from_numpy(np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :vocab_size].astype(bool))
 
 
 def _catch_up(state: GrammarState, row: GrammarRow) -> None:
