@@ -162,6 +162,24 @@ def test_chat_tokenize_is_the_templated_prompt_of_chat_completions(server: Launc
     assert bad.status_code == 422 and "at least one message" in bad.json()["error"]
 
 
+def test_chat_tokenize_renders_the_tools_as_chat_completions_does(server: LauncherProcess, tiny_llama_dir: Path,
+                                                                  reference: ReferenceModels) -> None:
+    from textgen_server.router.chat import render_chat_prompt
+    from textgen_server.router.openai_schemas import ChatCompletionRequest
+    from textgen_server.router.openai_tools import chat_tool_plan
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    body = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools}
+    answer = post(server, "/chat_tokenize", body).json()
+    # The prompt /v1/chat/completions builds for the same request (openai_jobs.build_chat_job's two calls).
+    request = ChatCompletionRequest.model_validate(body)
+    tokenizer = reference.tokenizer(tiny_llama_dir)
+    expected = render_chat_prompt(tokenizer, request.messages, chat_tool_plan(request), request.tool_prompt)
+    assert answer["templated_text"] == expected and "get_weather" in expected
+    assert [t["id"] for t in answer["tokenize_response"]] == tokenizer(expected, add_special_tokens=False)["input_ids"]
+
+
 def test_openapi_documents_the_compat_routes(server: LauncherProcess) -> None:
     document = httpx.get(f"{server.base_url}/openapi.json").json()
     paths, schemas = document["paths"], document["components"]["schemas"]

@@ -15,7 +15,8 @@ grammar and tools behave exactly alike (as TGI's router calls its `generate` fro
   keeps only max_new_tokens and seed), every parameter is honoured. An instance that fails answers for the whole
   request with its status and error, the message naming the instance.
 - POST /chat_tokenize: an OpenAI chat request -> {"tokenize_response": [{id, text, start, stop}],
-  "templated_text"}: the chat template's text and its tokens, as /v1/chat/completions would see them.
+  "templated_text"}: the chat template's text (with the request's tools) and its tokens, as /v1/chat/completions
+  would see them.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from textgen_server.router.compat_schemas import (
     VertexResponse,
 )
 from textgen_server.router.openai_schemas import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
+from textgen_server.router.openai_tools import chat_tool_plan
 from textgen_server.router.schemas import GenerateParameters, GenerateRequest, GenerateResponse, SimpleToken
 from textgen_server.router.validation import ValidationError
 
@@ -101,7 +103,8 @@ def register_compat_routes(app: FastAPI, state: RouterState) -> None:
         if state.serving is None:
             return error_response(503, "the model is still loading; retry when /health returns 200", "unhealthy")
         try:
-            text = render_chat_prompt(state.serving.tokenizer, body.messages)
+            plan = chat_tool_plan(body)  # the tools go into the template as for /v1/chat/completions
+            text = render_chat_prompt(state.serving.tokenizer, body.messages, plan, body.tool_prompt)
         except ValidationError as error:
             return error_response(422, f"Input validation error: {error}", "validation")
         return ChatTokenizeResponse(tokenize_response=build_chat_tokens(state.serving.tokenizer, text),
