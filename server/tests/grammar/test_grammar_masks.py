@@ -122,3 +122,24 @@ def test_mask_forbids_every_token_outside_the_grammar(runner: ModelRunner, compi
 
 def runner_model_path(runner: ModelRunner) -> Path:
     return Path(runner.grammars.model_path)
+
+
+def test_constrained_requests_get_no_speculative_candidates(tiny_llama_dir: Path, compiled: dict[str, str]) -> None:
+    """The joint point with speculative decoding: the proposer is never asked for a grammar row (its matcher follows
+    committed tokens only), only for the free row beside it, and the grammar row's generations carry none."""
+    speculative = ModelRunner(tiny_llama_dir, speculate=3)
+    speculative.warmup(WarmupSpec(256, 512, 512, kv_cache_memory_bytes=16 << 20))
+    assert speculative.proposer is not None
+    asked: list[int] = []
+    propose = speculative.proposer.propose
+
+    def spy(histories: Any, hidden: Any) -> Any:
+        asked.append(len(histories))
+        return propose(histories, hidden)
+
+    speculative.proposer.propose = spy  # type: ignore[method-assign]
+    driver = Driver(speculative, 256)
+    driver.admit(DriverRequest(1, [5, 6, 7, 8] * 4, 8, SamplingParams(grammar=compiled["order"])))
+    driver.admit(DriverRequest(2, [5, 6, 7, 8] * 4, 8, SamplingParams()))
+    driver.run()
+    assert asked and all(count == 1 for count in asked)
