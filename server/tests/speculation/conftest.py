@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import pytest
 
-from spec_testlib import Reference, build_repetitive_model
+from spec_testlib import Reference
+from textgen_server.testing.repetitive_model import build_repetitive_model
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,8 @@
 """Helpers for the speculation tests: a tiny model that repeats itself, an in-process engine, transformers' oracle.
 
-`build_repetitive_model` is a tiny float64 random model whose attention output projections are scaled down (x0.02) and whose
-logits are sharpened (x3): its next token depends mostly on the current one, so its greedy text falls into
-repeats that n-gram lookup predicts, while attention still shifts some choices (so the KV cache of earlier
-positions, including verified candidates, still decides tokens). Random tiny models never repeat within a few
-hundred tokens, so with them every candidate would be rejected. float64 (served as stored, --dtype auto): the weak
-attention leaves some close logits, and float32 rounding differences between paged attention and transformers'
-own could flip them.
+The models are textgen_server.testing.repetitive_model's (tiny random models that repeat themselves, so n-gram
+lookup has something to find), in float64: their weak attention leaves some close logits, and float32 rounding
+differences between paged attention and transformers' own could flip them.
 
 `EngineRun` drives the real router engine (Scheduler + BlockManager) and the real shard ModelRunner in one
 process, without gRPC: the same objects the server runs, step by step, with staggered arrivals.
@@ -19,31 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from textgen_server.models.loading import read_eos_token_ids
 from textgen_server.engine import BlockManager, Scheduler, SchedulerConfig, Sequence
 from textgen_server.protocol import SamplingParams, WarmupSpec
 from textgen_server.shard.runner import ModelRunner
-from textgen_server.testing import build_tiny_model
-
-ATTENTION_SCALE = 0.02
-LOGIT_SHARPEN = 3.0
-
-
-def build_repetitive_model(path: Path, arch: str, **overrides: Any) -> Path:
-    """A tiny `arch` model whose greedy output repeats itself (see the module docstring)."""
-    build_tiny_model(path, arch, dtype="float64", **overrides)
-    weights_file = path / "model.safetensors"
-    tensors = load_file(str(weights_file))
-    for name in tensors:
-        if name.endswith("o_proj.weight"):
-            tensors[name] = tensors[name] * ATTENTION_SCALE
-        elif name == "model.norm.weight":
-            tensors[name] = tensors[name] * LOGIT_SHARPEN
-    save_file(tensors, str(weights_file), metadata={"format": "pt"})
-    return path
-
 
 @dataclass
 class Job:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medusa_testlib import build_medusa_repo
+from textgen_server.testing.medusa_repo import build_medusa_repo
 from spec_testlib import EngineRun, Job, random_prompts
 from textgen_server.launcher.config import ConfigError, parse_args
 from textgen_server.launcher.main import load_config

@@ -1,4 +1,5 @@
-"""A tiny Medusa repository built offline: heads fitted in seconds to the base model's own greedy continuations.
+"""A Medusa repository built offline (tests/speculation, hack/bench-speculation.py): heads fitted in seconds to the
+base model's own greedy continuations.
 
 The repository is what TGI loads: config.json with medusa_num_heads, medusa_num_layers and
 base_model_name_or_path (here the base model's directory), and medusa_lm_head.safetensors in TGI's layout.

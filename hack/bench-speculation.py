@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Speculative decoding on this machine, in one run: speculation off vs n-gram --speculate 2 and 4 vs Medusa,
+at batch 1 (requests one after another) and batch 8 (concurrent streams), on an input-grounded and an open-ended
+workload; and transformers' prompt-lookup decoding (`prompt_lookup_num_tokens`) on the same grounded prompts.
+
+Model: the server benchmark's Llama shape (textgen_server/testing/bench_model.py, ~51M parameters, float32) made
+repetitive (textgen_server/testing/repetitive_model.py): random weights never copy from their input, which is
+what speculation feeds on in real models; this variant does. Input-grounded prompts: 64 random tokens, the
+model's own 96-token greedy continuation, then its first 3 tokens again (the answer copies the prompt, as in code
+edits or extraction). Open-ended prompts: 128 random tokens. Each request generates O tokens (64, EOS ignored).
+Medusa: 3 heads fitted offline to the model's continuations of the grounded prompts (testing/medusa_repo.py).
+Reported: output tokens/s, TPOT (mean over requests), acceptance rate (tgi_speculative_accepted_tokens /
+tgi_speculative_proposed_tokens from /metrics), each speed as a ratio to speculation off.
+
+Usage: .venv/bin/python hack/bench-speculation.py [--output-tokens 64] [--batch1-requests 4] [--no-medusa]
+       [--hidden-size 768 --layers 8 --intermediate-size 2048 --heads 12 --kv-heads 4] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from textgen_server.testing.bench_launcher import running_launcher
+from textgen_server.testing.bench_model import add_model_arguments
+from textgen_server.testing.medusa_repo import build_medusa_repo
+from textgen_server.testing.repetitive_model import build_repetitive_model
+from textgen_server.testing.stream_timing import stream_all
+
+BATCH = 8
+
+
+@dataclass
+class Row:
+    config: str
+    workload: str
+    batch: int
+    tokens_per_s: float
+    tpot_ms: float
+    acceptance: float | None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument("--batch1-requests", type=int, default=4)
+    parser.add_argument("--no-medusa", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-speculation")
+    parser.add_argument("--json", type=Path, default=None)
+    add_model_arguments(parser)
+    return parser.parse_args()
+
+
+def build_model(args: argparse.Namespace) -> Path:
+    name = f"repetitive-llama-h{args.hidden_size}-l{args.layers}-i{args.intermediate_size}-a{args.heads}-kv{args.kv_heads}"
+    path = args.workdir / name
+    if not (path / "model.safetensors").exists():
+        build_repetitive_model(path, "llama", dtype="float32", hidden_size=args.hidden_size,
+                               num_hidden_layers=args.layers, intermediate_size=args.intermediate_size,
+                               num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                               max_position_embeddings=2048)
+    return path
+
+
+def build_prompts(model_dir: Path) -> tuple[list[list[int]], list[list[int]]]:
+    """(input-grounded, open-ended) prompt token ids, BATCH of each."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    generator = torch.Generator().manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    vocab = model.config.vocab_size
+    grounded = []
+    for _ in range(BATCH):
+        prompt = torch.randint(10, vocab, (64,), generator=generator).tolist()
+        with torch.no_grad():
+            out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=96, min_new_tokens=96)
+        echo = out[0, 64:].tolist()
+        grounded.append(prompt + echo + echo[:3])
+    open_ended = [torch.randint(10, vocab, (128,), generator=generator).tolist() for _ in range(BATCH)]
+    return grounded, open_ended
+
+
+def speculative_counts(base_url: str) -> tuple[float, float]:
+    text = httpx.get(f"{base_url}/metrics").text
+    values = [float(m.group(1)) if (m := re.search(rf"^{name} (\S+)$", text, re.M)) else 0.0
+              for name in ("tgi_speculative_proposed_tokens", "tgi_speculative_accepted_tokens")]
+    return values[0], values[1]
+
+
+def measure(base_url: str, texts: list[str], batch: int, output_tokens: int) -> tuple[float, float, float | None]:
+    before = speculative_counts(base_url)
+    started = time.perf_counter()
+    if batch == 1:
+        timings = [asyncio.run(stream_all(base_url, [text], output_tokens))[0] for text in texts]
+    else:
+        timings = asyncio.run(stream_all(base_url, texts, output_tokens))
+    wall = time.perf_counter() - started
+    after = speculative_counts(base_url)
+    proposed, accepted = after[0] - before[0], after[1] - before[1]
+    tpot = sum((t[-1] - t[1]) / (len(t) - 2) for t in timings) / len(timings)
+    return sum(len(t) - 1 for t in timings) / wall, tpot * 1000, (accepted / proposed if proposed else None)
+
+
+def run_server(label: str, model_id: Path, extra: list[str], workloads: dict[str, list[str]],
+               args: argparse.Namespace) -> list[Row]:
+    rows = []
+    with running_launcher(model_id, extra, args.workdir, name=label) as base_url:
+        asyncio.run(stream_all(base_url, workloads["open-ended"][:2], 4))  # first-request costs out of the figures
+        for workload, texts in workloads.items():
+            for batch, chosen in ((1, texts[: args.batch1_requests]), (BATCH, texts)):
+                speed, tpot, acceptance = measure(base_url, chosen, batch, args.output_tokens)
+                rows.append(Row(label, workload, batch, speed, tpot, acceptance))
+                print(f"{label:10s} {workload:14s} batch {batch}: {speed:7.1f} tok/s  TPOT {tpot:6.1f} ms  "
+                      f"acceptance {'-' if acceptance is None else f'{acceptance:.2f}'}", flush=True)
+    return rows
+
+
+def transformers_prompt_lookup(model_dir: Path, prompts: list[list[int]], output_tokens: int) -> dict[str, float]:
+    """tokens/s of transformers' generate at batch 1, plain and with prompt_lookup_num_tokens 2 and 4."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    results = {}
+    for label, extra in (("plain", {}), ("prompt-lookup-2", {"prompt_lookup_num_tokens": 2}),
+                         ("prompt-lookup-4", {"prompt_lookup_num_tokens": 4})):
+        started = time.perf_counter()
+        for prompt in prompts:
+            with torch.no_grad():
+                model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=output_tokens,
+                               min_new_tokens=output_tokens, **extra)
+        results[label] = len(prompts) * output_tokens / (time.perf_counter() - started)
+        print(f"transformers {label}: {results[label]:.1f} tok/s", flush=True)
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = build_model(args)
+    grounded, open_ended = build_prompts(model_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    workloads = {"input-grounded": [tokenizer.decode(p) for p in grounded],
+                 "open-ended": [tokenizer.decode(p) for p in open_ended]}
+    configs: list[tuple[str, Path, list[str]]] = [("off", model_dir, []), ("ngram-2", model_dir, ["--speculate", "2"]),
+                                                  ("ngram-4", model_dir, ["--speculate", "4"])]
+    if not args.no_medusa:
+        medusa_dir = build_medusa_repo(args.workdir / "medusa", model_dir, grounded, args.output_tokens, num_heads=3)
+        configs.append(("medusa-3", medusa_dir, []))
+    rows = [row for label, model_id, extra in configs for row in run_server(label, model_id, extra, workloads, args)]
+    hf = transformers_prompt_lookup(model_dir, grounded[: args.batch1_requests], args.output_tokens)
+    print_report(rows, hf)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "transformers": hf}, indent=2))
+
+
+def print_report(rows: list[Row], hf: dict[str, float]) -> None:
+    base = {(r.workload, r.batch): r for r in rows if r.config == "off"}
+    print("\n| config | workload | batch | tokens/s | vs off | TPOT ms | acceptance |\n|---|---|--:|--:|--:|--:|--:|")
+    for r in rows:
+        ratio = r.tokens_per_s / base[(r.workload, r.batch)].tokens_per_s
+        acceptance = "-" if r.acceptance is None else f"{r.acceptance:.2f}"
+        print(f"| {r.config} | {r.workload} | {r.batch} | {r.tokens_per_s:.1f} | {ratio:.2f}x | {r.tpot_ms:.1f} |"
+              f" {acceptance} |")
+    for label in ("prompt-lookup-2", "prompt-lookup-4"):
+        print(f"transformers {label} speedup at batch 1 (input-grounded): {hf[label] / hf['plain']:.2f}x "
+              f"({hf['plain']:.1f} -> {hf[label]:.1f} tok/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Start a textgen-launcher for a benchmark and stop it after (hack/bench-speculation.py; the same steps as
+hack/bench-server.py's run_ours and hack/bench-tp.py's run_one, which may move onto this)."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from textgen_server.testing.launcher_health import wait_until_healthy
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_launcher(model_dir: Path, extra: list[str], workdir: Path, name: str = "launcher") -> Iterator[str]:
+    """A healthy launcher serving `model_dir` on a free local port (yields its base URL); SIGTERM on exit."""
+    port = free_port()
+    log_path = workdir / f"{name}.log"
+    command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
+               "127.0.0.1", "--port", str(port), "--shard-uds-path", str(workdir / f"{name}-shard"),
+               "--max-concurrent-requests", "1024", *extra]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, base_url, 900, log_path.read_text, poll_seconds=0.5)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        print(f"(launcher log: {log_path})", file=sys.stderr)
