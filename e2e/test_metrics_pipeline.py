@@ -5,14 +5,16 @@ and a real prometheus-adapter behind the API server's aggregation layer, read as
 the same annotations (a fake 10.244.x IP) is discovered and never dialled."""
 from __future__ import annotations
 
+import subprocess
 import threading
 from typing import Any
 
 import yaml
 
-from e2e.harness import AGENT_NODES, Cluster, agent_placement, apply_yaml, wait_for
+from e2e.harness import AGENT_NODES, HACK_CLUSTER, Cluster, agent_placement, apply_yaml, wait_for
 from e2e.metrics_pipeline import (
-    component_pid, custom_pod_metric, metrics_pipeline, prometheus_get, prometheus_query, tcp_peers,
+    component_pid, custom_pod_metric, metrics_command, metrics_pipeline, prometheus_get, prometheus_query,
+    tcp_peers,
 )
 from e2e.real_pods import stream_tokens, tiny_model
 from e2e.test_node_agent_pods import condition, read_pod
@@ -103,3 +105,30 @@ def test_pipeline_processes_dial_only_loopback(metrics_pipeline: Cluster) -> Non
         peers = tcp_peers(component_pid(cluster, name))
         assert peers, f"{name} holds no connection"
         assert all(peer.startswith("127.") for peer in peers), (name, peers)
+
+
+def test_metrics_down_removes_the_apiservices_and_up_restores_them(metrics_pipeline: Cluster) -> None:
+    """`down` deletes the APIServices before it stops the adapter: one left without a backend would make API
+    discovery incomplete for the whole cluster (namespace deletion and garbage collection stall)."""
+    cluster = metrics_pipeline
+    assert "Available" in metrics_command("status")
+    metrics_command("down")
+    try:
+        names = cluster.kubectl("get", "apiservices", "-o", "name").stdout
+        assert "metrics.k8s.io" not in names, names
+        assert cluster.kubectl("api-resources").returncode == 0      # discovery complete, no stale group
+        assert "prometheus: not running" in metrics_status()
+    finally:
+        metrics_command("up")
+    assert "Available" in metrics_command("status")
+    assert custom_group_served(cluster)
+
+
+def metrics_status() -> str:
+    proc = subprocess.run([str(HACK_CLUSTER), "metrics", "status"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout     # down: status says so and fails
+    return proc.stdout
+
+
+def custom_group_served(cluster: Cluster) -> bool:
+    return cluster.kubectl("get", "--raw", "/apis/custom.metrics.k8s.io/v1beta1", check=False).returncode == 0
