@@ -87,11 +87,10 @@ def apply_grammar_masks(scores: torch.Tensor, rows: list[GrammarRow]) -> torch.T
         matchers.append(state.matcher)
     vocab_size = scores.shape[1]
     bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab_size)  # [G, ceil(V / 32)] int32
-    if len(matchers) > 1:  # llguidance's thread pool, without the GIL
-        llguidance.torch.fill_next_token_bitmask_par(_executor(), [(m, j) for j, m in enumerate(matchers)], bitmask)
-    else:
-        for j, matcher in enumerate(matchers):
-            llguidance.torch.fill_next_token_bitmask(matcher, bitmask, j)
+    # One row after the other on this thread (~0.1 ms each with a 32k vocabulary): llguidance's parallel executor
+    # measured slower on 2 cores (4.8 vs 3.6 ms for 32 rows), and its worker threads compete with torch's.
+    for j, matcher in enumerate(matchers):
+        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, j)
     allowed = unpack_bitmask(bitmask, vocab_size).to(scores.device)  # [G, V] bool
     if len(constrained) == len(rows):  # every row constrained: one masked_fill, no gather/scatter
         return scores.masked_fill(~allowed, float("-inf"))
@@ -99,15 +98,6 @@ def apply_grammar_masks(scores: torch.Tensor, rows: list[GrammarRow]) -> torch.T
     scores = scores.clone()
     scores[index] = scores[index].masked_fill(~allowed, float("-inf"))
     return scores
-
-
-_EXECUTORS: list[llguidance.LLExecutor] = []
-
-
-def _executor() -> llguidance.LLExecutor:
-    if not _EXECUTORS:
-        _EXECUTORS.append(llguidance.LLExecutor())
-    return _EXECUTORS[0]
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
