@@ -21,14 +21,16 @@ ATTENTION_SCALE = 0.02
 LOGIT_SHARPEN = 3.0
 
 
-def build_repetitive_model(path: Path, arch: str = "llama", dtype: str = "float64", **overrides: Any) -> Path:
-    """build_tiny_model(path, arch, dtype, **overrides), then the scaling above; returns the directory."""
+def build_repetitive_model(path: Path, arch: str = "llama", dtype: str = "float64",
+                           attention_scale: float = ATTENTION_SCALE, **overrides: Any) -> Path:
+    """build_tiny_model(path, arch, dtype, **overrides), then the scaling above; returns the directory.
+    attention_scale 0 removes attention's say entirely: the next token is a function of the current one."""
     build_tiny_model(path, arch, dtype=dtype, **overrides)
     weights_file = path / "model.safetensors"
     tensors = load_file(str(weights_file))
     for name in tensors:
         if name.endswith("o_proj.weight"):
-            tensors[name] = tensors[name] * ATTENTION_SCALE
+            tensors[name] = tensors[name] * attention_scale
         elif name == "model.norm.weight":
             tensors[name] = tensors[name] * LOGIT_SHARPEN
     save_file(tensors, str(weights_file), metadata={"format": "pt"})
