@@ -190,7 +190,8 @@ def test_pods_refused_at_admission_show_degraded_with_the_controllers_message(
 
     def quota_counted() -> bool:   # before its status exists, admission refuses with "status unknown" instead
         out = cluster.kubectl("get", "resourcequota", "no-pods", "-n", namespace, "-o", "json").stdout
-        return json.loads(out).get("status", {}).get("hard", {}).get("pods") == "0"
+        hard: dict[str, str] = json.loads(out).get("status", {}).get("hard", {})
+        return hard.get("pods") == "0"
     wait_for(quota_counted, 60, "the quota's status counted by the controller-manager")
     apply_yaml(cluster, tiny("refused"), namespace)
 
