@@ -131,7 +131,7 @@ def test_huggingface_hub_inference_client(server: LauncherProcess) -> None:
     client = InferenceClient(base_url=server.base_url)
     expected = generate(server, PROMPT, max_new_tokens=12)["generated_text"]
     output = client.text_generation(PROMPT, max_new_tokens=12, details=True)
-    assert output.generated_text == expected
+    assert output.generated_text == PROMPT + expected     # `/` defaults to return_full_text, as TGI
     assert output.details is not None and output.details.generated_tokens == 12 or \
         output.details.finish_reason == "eos_token"
     streamed = "".join(client.text_generation(PROMPT, max_new_tokens=12, stream=True))

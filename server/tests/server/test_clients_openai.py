@@ -190,7 +190,8 @@ def test_inference_client_text_generation_and_chat_completion(server: LauncherPr
     client = InferenceClient(base_url=server.base_url)
     expected = tgi_generate(server, PROMPT, 12)
     output = client.text_generation(PROMPT, max_new_tokens=12, details=True)
-    assert output.generated_text == expected["generated_text"] and output.details is not None
+    # The client posts to `/`, where return_full_text defaults to true as in TGI: the prompt comes back too.
+    assert output.generated_text == PROMPT + expected["generated_text"] and output.details is not None
     assert output.details.generated_tokens == expected["details"]["generated_tokens"]
     assert output.details.finish_reason == expected["details"]["finish_reason"]
     assert [token.id for token in output.details.tokens] == [t["id"] for t in expected["details"]["tokens"]]
