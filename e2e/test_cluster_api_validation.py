@@ -140,11 +140,15 @@ def tgs(name: str, **spec: Any) -> str:
     {"kvCacheMemory": "1.5Gi"},
     {"accelerator": {"type": "gaudi", "count": 8}, "gaudi": {"batchBucketSize": 8}},
     {"model": {"id": "org/model", "trustRemoteCode": True, "dtype": "bfloat16"}},
-], ids=["speculate-0", "zero-limits", "kv-mi", "kv-fraction", "gaudi-8", "trust-remote-code"])
+    {"speculate": 2, "rollout": {"maxSurge": 2, "autoRollback": True, "paused": True}},
+    {"rollout": {"maxSurge": 0, "maxUnavailable": 1}},
+], ids=["speculate-0", "zero-limits", "kv-mi", "kv-fraction", "gaudi-8", "trust-remote-code", "speculate-surge",
+        "no-surge"])
 def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace: str, spec: dict[str, Any]) -> None:
     [obj] = apply_yaml(cluster, tgs("ok", **spec), namespace)
-    defaults = (obj["spec"]["speculate"], obj["spec"]["replicas"], obj["spec"]["rollout"]["maxSurge"])
-    assert defaults == (0, 1, 0), "the CRD's defaults are applied"
+    given = {"speculate": spec.get("speculate", 0), "maxSurge": spec.get("rollout", {}).get("maxSurge", 1)}
+    applied = {"speculate": obj["spec"]["speculate"], "maxSurge": obj["spec"]["rollout"]["maxSurge"]}
+    assert applied == given and obj["spec"]["replicas"] == 1, "the CRD's defaults are applied, given values kept"
 
 
 @pytest.mark.usefixtures("tgs_crd")
@@ -152,7 +156,7 @@ def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace
     ({"model": {"id": "m", "quantize": "gptq"}},
      "spec.model.quantize: gptq is not implemented by the server yet"),
     ({"model": {"id": "m", "quantize": "int3"}}, 'spec.model.quantize: Unsupported value: "int3"'),
-    ({"speculate": 2}, "spec.speculate > 0: speculative decoding is not implemented by the server yet"),
+    ({"speculate": -1}, "spec.speculate: Invalid value: -1"),
     ({"kvCacheMemory": "4GB"}, "spec.kvCacheMemory: Invalid value"),
     ({"limits": {"maxWaitingTokens": -1}}, "spec.limits.maxWaitingTokens: Invalid value: -1"),
     ({"limits": {"maxInputTokens": 2048, "maxTotalTokens": 2048}}, "maxTotalTokens must be greater"),
@@ -167,12 +171,10 @@ def test_tgs_specs_the_server_can_serve_are_accepted(cluster: Cluster, namespace
     ({"cache": {"mode": "PerReplica", "existingClaim": "x"}}, "cache.existingClaim is only used with"),
     ({"replicas": 2, "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "metric": {"type": "Pods"}}},
      "autoscaling.metric.name is required with type Pods or External"),
-    ({"rollout": {"autoRollback": True}}, "rollout.autoRollback: automatic rollback is not implemented yet"),
-    ({"rollout": {"maxSurge": 1}}, "rollout.maxSurge > 0: surge rollouts are not implemented yet"),
+    ({"rollout": {"maxSurge": 0}}, "rollout.maxSurge and rollout.maxUnavailable are both 0"),
 ], ids=["quantize", "quantize-unknown", "speculate", "kv-pattern", "waiting-negative", "total-vs-input",
         "prefill-vs-input", "batch-total-vs-total", "gaudi-count", "gaudi-on-cpu", "autoscaling-target",
-        "autoscaling-order", "shared-needs-claim", "claim-needs-shared", "autoscaling", "auto-rollback",
-        "max-surge"])
+        "autoscaling-order", "shared-needs-claim", "claim-needs-shared", "autoscaling", "no-surge-no-unavailable"])
 def test_tgs_specs_the_server_cannot_serve_are_refused_with_the_reason(cluster: Cluster, namespace: str,
                                                                        spec: dict[str, Any], message: str) -> None:
     with pytest.raises(RuntimeError) as err:
