@@ -45,9 +45,12 @@ def test_autoscaling_on_off(cluster: Cluster, operator: Operator, namespace: str
     # No adapter serves external.metrics.k8s.io here: the HPA says so, and the TGS repeats its reason.
     def no_metrics() -> dict[str, Any] | None:
         scaling = condition(get_tgs(cluster, namespace, "auto"), "Autoscaling")
-        return scaling if scaling.get("status") == "False" else None
+        # Right after the chart installs the CRD the HPA controller's discovery may not know the kind yet
+        # (FailedGetScale for a sync or two): the settled state without an adapter is FailedGetExternalMetric.
+        settled = scaling.get("status") == "False" and scaling.get("reason") == "FailedGetExternalMetric"
+        return scaling if settled else None
     scaling = wait_for(no_metrics, 120, "Autoscaling=False with the HPA's reason")
-    assert scaling["reason"].startswith("FailedGet") and "HorizontalPodAutoscaler auto" in scaling["message"]
+    assert "HorizontalPodAutoscaler auto" in scaling["message"]
     tgs = get_tgs(cluster, namespace, "auto")
     assert condition(tgs, "Ready")["status"] == "True"        # nothing else breaks: the pods serve on
     events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
