@@ -128,8 +128,11 @@ cmd_metrics_up() {
   write_prometheus_config
   start_prometheus
   wait_until "Prometheus is ready on 127.0.0.1:$prometheus_port" prometheus_ready
-  start_adapter
+  # The adapter's RBAC first: at start it reads kube-system/extension-apiserver-authentication and exits for good
+  # when that is forbidden (on a quiet machine it got there before the RBAC existed: a fresh cluster's race).
   apply_metrics_objects
+  start_adapter
+  local components=("${components[@]}" "${metrics_components[@]}")    # wait_until shows their logs on timeout
   wait_until "the API server reaches the adapter (APIServices $(metrics_apis | tr '\n' ' ')Available)" \
     apiservices_available
   log "metrics pipeline up in $(( $(date +%s) - start )) s: Prometheus http://127.0.0.1:$prometheus_port," \
