@@ -17,20 +17,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 from textgen_server.testing.bench_model import add_model_arguments, build_bench_model
-from textgen_server.testing.launcher_health import wait_until_healthy
+from textgen_server.testing.bench_launcher import running_launcher
 from textgen_server.testing.stream_timing import stream_all
 
 
@@ -93,31 +87,12 @@ def build_prompts(model_dir: Path, count: int, length: int) -> tuple[list[str], 
     return texts, ids
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[str], workdir: Path) -> Result:
-    port = free_port()
-    log_path = workdir / "launcher.log"
-    command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
-               "127.0.0.1", "--port", str(port), "--shard-uds-path", str(workdir / "bench-shard"),
-               "--max-concurrent-requests", "1024", *extra]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, 600, log_path.read_text, poll_seconds=0.5)
+    with running_launcher(model_dir, extra, workdir) as base_url:
         asyncio.run(stream_all(base_url, texts[:2], 4))  # first-request costs out of the measurement
         started = time.perf_counter()
         timings = asyncio.run(stream_all(base_url, texts, output_tokens))
         wall = time.perf_counter() - started
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
-    print(f"(launcher log: {log_path})", file=sys.stderr)
     return Result("ours", wall, sum(len(t) - 1 for t in timings), [t[1] - t[0] for t in timings],
                   [(t[-1] - t[1]) / (len(t) - 2) for t in timings if len(t) > 2])
 

@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +28,7 @@ from pathlib import Path
 
 
 from textgen_server.testing.bench_model import add_model_arguments, build_bench_model
-from textgen_server.testing.launcher_health import wait_until_healthy
+from textgen_server.testing.bench_launcher import free_port, launcher_process
 from textgen_server.testing.stream_timing import stream_all
 
 
@@ -70,12 +67,6 @@ def build_prompts(model_dir: Path, count: int, length: int) -> list[str]:
     return [tokenizer.decode(corpus[(i * 37) % (len(corpus) - 2 * length):][:length - 1]) for i in range(count)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rank_memory_mb(launcher_pid: int) -> tuple[list[float], list[float]]:
     """VmRSS and VmHWM (MB) of the launcher's children (the ranks), in rank (pid) order."""
     children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
@@ -88,25 +79,14 @@ def rank_memory_mb(launcher_pid: int) -> tuple[list[float], list[float]]:
 
 
 def run_one(args: argparse.Namespace, model_dir: Path, prompts: list[str], num_shard: int) -> Run:
-    port = free_port()
-    log_path = args.workdir / f"launcher-n{num_shard}.log"
-    command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
-               "127.0.0.1", "--port", str(port), "--shard-uds-path", str(args.workdir / f"shard-n{num_shard}"),
-               "--num-shard", str(num_shard), "--master-port", str(free_port()), "--device", args.device,
-               "--kv-cache-memory", args.kv_cache_memory, "--max-concurrent-requests", "1024"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, 900, log_path.read_text, poll_seconds=0.5)
+    extra = ["--num-shard", str(num_shard), "--master-port", str(free_port()), "--device", args.device,
+             "--kv-cache-memory", args.kv_cache_memory]
+    with launcher_process(model_dir, extra, args.workdir, name=f"launcher-n{num_shard}") as (base_url, process):
         asyncio.run(stream_all(base_url, prompts[:2], 4))  # first-request costs out of the measurement
         started = time.perf_counter()
         timings = asyncio.run(stream_all(base_url, prompts, args.output_tokens))
         wall = time.perf_counter() - started
         rss, hwm = rank_memory_mb(process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(120)
     ttft = sorted(t[1] - t[0] for t in timings)
     return Run(num_shard, sum(len(t) - 1 for t in timings) / wall, statistics.median(ttft),
                ttft[min(len(ttft) - 1, round(0.99 * (len(ttft) - 1)))], rss, hwm)

@@ -1,5 +1,5 @@
-"""Start a textgen-launcher for a benchmark and stop it after (hack/bench-speculation.py; the same steps as
-hack/bench-server.py's run_ours and hack/bench-tp.py's run_one, which may move onto this)."""
+"""Start a textgen-launcher for a benchmark and stop it after (hack/bench-server.py, bench-tp.py,
+bench-speculation.py and the speculation server tests)."""
 from __future__ import annotations
 
 import signal
@@ -20,8 +20,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_launcher(model_dir: Path, extra: list[str], workdir: Path, name: str = "launcher") -> Iterator[str]:
-    """A healthy launcher serving `model_dir` on a free local port (yields its base URL); SIGTERM on exit."""
+def launcher_process(model_dir: Path, extra: list[str], workdir: Path,
+                     name: str = "launcher") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A healthy launcher serving `model_dir` on a free local port: yields its base URL and process (for
+    measuring its shards); SIGTERM on exit."""
     port = free_port()
     log_path = workdir / f"{name}.log"
     command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
@@ -32,8 +34,15 @@ def running_launcher(model_dir: Path, extra: list[str], workdir: Path, name: str
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, base_url, 900, log_path.read_text, poll_seconds=0.5)
-        yield base_url
+        yield base_url, process
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        process.wait(120)
         print(f"(launcher log: {log_path})", file=sys.stderr)
+
+
+@contextmanager
+def running_launcher(model_dir: Path, extra: list[str], workdir: Path, name: str = "launcher") -> Iterator[str]:
+    """A healthy launcher serving `model_dir` on a free local port (yields its base URL); SIGTERM on exit."""
+    with launcher_process(model_dir, extra, workdir, name) as (base_url, _process):
+        yield base_url
