@@ -11,6 +11,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,27 @@ def tcp_peers(pid: int) -> set[str]:
 def component_pid(cluster: Cluster, name: str) -> int:
     """The pid hack/cluster recorded for one of its processes (e.g. prometheus, prometheus-adapter)."""
     return int((cluster.state_dir / "pids" / f"{name}.pid").read_text().strip())
+
+
+@contextmanager
+def scrape_target(cluster: Cluster, name: str, address: str, **labels: str) -> Iterator[Path]:
+    """Prometheus' job textgen-operator (file_sd) scrapes `address` (127.0.0.1:PORT, e.g. a host-process
+    operator's --metrics-port) while the block runs: <cluster dir>/prometheus-targets/<name>.json, removed after.
+    Prometheus notices the file within a second or so (it watches the folder)."""
+    folder = cluster.state_dir / "prometheus-targets"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_suffix(".tmp")    # written whole, then renamed: Prometheus never reads half a file
+    tmp.write_text(json.dumps([{"targets": [address], "labels": labels}]))
+    tmp.rename(path)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def reload_prometheus() -> None:
+    """POST /-/reload (Prometheus runs with --web.enable-lifecycle): re-reads its config and rule files."""
+    request = urllib.request.Request(f"http://127.0.0.1:{prometheus_port()}/-/reload", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200, answer.status

@@ -49,7 +49,8 @@ extendedKeyUsage=serverAuth\nsubjectAltName=DNS:prometheus-adapter.$metrics_ns.s
 
 write_prometheus_config() {
   local p="$dir/pki"
-  sed -e "s|@API@|https://127.0.0.1:$api_port|; s|@PKI@|$p|g; s|@INTERVAL@|$scrape_interval|g" \
+  mkdir -p "$dir/prometheus-rules" "$dir/prometheus-targets"
+  sed -e "s|@API@|https://127.0.0.1:$api_port|; s|@PKI@|$p|g; s|@INTERVAL@|$scrape_interval|g; s|@DIR@|$dir|g" \
     "$conf/prometheus.yml" > "$dir/prometheus.yml"
   "$metrics_bin/promtool" check config "$dir/prometheus.yml" >/dev/null \
     || die "promtool rejects $dir/prometheus.yml (from $conf/prometheus.yml)"
@@ -57,10 +58,11 @@ write_prometheus_config() {
 
 start_prometheus() {
   mkdir -p "$dir/prometheus"
-  # No remote write, no alertmanager, no rule files: it scrapes the targets kubernetes_sd finds and serves its
-  # query API to the adapter, on 127.0.0.1 only. Two hours of data is more than any test needs.
+  # No remote write, no alertmanager: it scrapes the targets kubernetes_sd and file_sd find, evaluates the rule
+  # files of $dir/prometheus-rules and serves its query API to the adapter, on 127.0.0.1 only. Two hours of data
+  # is more than any test needs. --web.enable-lifecycle: POST /-/reload after a test changed the rule files.
   spawn prometheus "$metrics_bin/prometheus" --config.file="$dir/prometheus.yml" \
-    --storage.tsdb.path="$dir/prometheus" --storage.tsdb.retention.time=2h \
+    --storage.tsdb.path="$dir/prometheus" --storage.tsdb.retention.time=2h --web.enable-lifecycle \
     --web.listen-address="127.0.0.1:$prometheus_port" --log.level=info
 }
 
