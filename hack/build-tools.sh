@@ -7,6 +7,8 @@
 # and, in a second directory (the metrics pipeline `hack/cluster metrics up` starts; see hack/README.md):
 #   prometheus-adapter                                                     <- hack/tools/prometheus-adapter
 #   prometheus, promtool (kubernetes, file and http service discovery only) <- hack/tools/prometheus
+# and, in a third (argocd/README.md; seconds to build, so the plain build makes it too):
+#   argocd-lua (Argo CD's health-script runtime: gopher-lua, its libs and globals) <- hack/tools/argocd-lua
 #
 # Versions are pinned by the wrapper modules' go.mod/go.sum. Binaries land in
 #   ${TEXTGEN_CACHE:-~/.cache/textgen}/tools/<key>/bin/
@@ -17,6 +19,7 @@
 # Usage: hack/build-tools.sh                         build what is missing, then print the bin dir
 #        hack/build-tools.sh --print-bin-dir         print the bin dir without building (exit 1 when incomplete)
 #        hack/build-tools.sh --print-metrics-bin-dir the metrics tools' bin dir, without building (same)
+#        hack/build-tools.sh --print-argocd-bin-dir  argocd-lua's bin dir, without building (same)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/hack/tools"
@@ -32,6 +35,8 @@ metrics_modules=(prometheus prometheus-adapter)
 # are always in), not the AWS/Azure/GCE/... SDKs, which would be most of its compile time. Debian's package is
 # no way round it: Debian builds Prometheus without kubernetes_sd (2.42.0+ds-5+deb12u1 has file/http/dns only).
 declare -A build_tags=([prometheus]="remove_all_sd,enable_kubernetes_sd")
+# argocd-lua is this repository's own source as well as pins: its key hashes its .go files too.
+argocd_modules=(argocd-lua)
 declare -A packages=(
   [kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
           k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd"
@@ -39,6 +44,7 @@ declare -A packages=(
   [helm]="helm.sh/helm/v3/cmd/helm"
   [prometheus-adapter]="sigs.k8s.io/prometheus-adapter/cmd/adapter"
   [prometheus]="github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool"
+  [argocd-lua]="."
 )
 
 log() { echo "build-tools: $*" >&2; }
@@ -72,7 +78,13 @@ prometheus_release() {
   pinned_version prometheus github.com/prometheus/prometheus | sed -E 's/^v0\.3([0-9]+)\.([0-9]+)$/v3.\1.\2/'
 }
 
+argocd_cache_key() {
+  echo "argocd-lua_gopher-lua-$(pinned_version argocd-lua github.com/yuin/gopher-lua)_$(cat "$tools"/argocd-lua/go.* \
+    "$tools"/argocd-lua/*.go | sha256sum | cut -c1-10)"
+}
+
 tool_dir="$cache/tools/$(cache_key)"
+argocd_dir="$cache/tools/$(argocd_cache_key)"
 bin_dir="$tool_dir/bin"
 metrics_dir="$cache/tools/$(metrics_cache_key)"
 
@@ -149,6 +161,14 @@ build_module() {
   log "[$m] done in $(( $(date +%s) - start )) s"
 }
 
+build_argocd_tools() {
+  [ -f "$argocd_dir/.done-argocd-lua" ] && return 0
+  mkdir -p "$argocd_dir/bin"
+  exec 6>"$argocd_dir/.lock"
+  flock 6
+  [ -f "$argocd_dir/.done-argocd-lua" ] || build_module argocd-lua "$argocd_dir"
+}
+
 build_metrics_tools() {
   metrics_done && return 0
   mkdir -p "$metrics_dir/bin"
@@ -169,10 +189,14 @@ main() {
     --print-metrics-bin-dir)
       metrics_done || { log "the metrics tools are not built yet; run hack/build-tools.sh"; exit 1; }
       echo "$metrics_dir/bin"; return ;;
+    --print-argocd-bin-dir)
+      [ -f "$argocd_dir/.done-argocd-lua" ] || { log "argocd-lua is not built yet; run hack/build-tools.sh"; exit 1; }
+      echo "$argocd_dir/bin"; return ;;
     "") ;;
-    *) die "unknown argument '$1'. Usage: hack/build-tools.sh [--print-bin-dir|--print-metrics-bin-dir]" ;;
+    *) die "unknown argument '$1'. Usage: hack/build-tools.sh [--print-bin-dir|--print-metrics-bin-dir|$(
+      )--print-argocd-bin-dir]" ;;
   esac
-  if all_done && metrics_done; then echo "$bin_dir"; return; fi
+  if all_done && metrics_done && [ -f "$argocd_dir/.done-argocd-lua" ]; then echo "$bin_dir"; return; fi
   check_go
   mkdir -p "$bin_dir"
   local m total_start
@@ -187,6 +211,7 @@ main() {
     done
   fi
   build_metrics_tools
+  build_argocd_tools
   log "all tools ready in $(( $(date +%s) - total_start )) s"
   echo "$bin_dir"
 }
