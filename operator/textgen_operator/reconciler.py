@@ -26,9 +26,13 @@ from textgen_operator.names import LABEL_MANAGED_BY, Body
 from textgen_operator.plan import Urgency, apply_urgency, object_key, plan_applies
 from textgen_operator.problems import Problem, find_problems
 from textgen_operator.rollout.act import act as act_rollout
+from textgen_operator.rollout.statefulset import pod_views, rollout_spec
 from textgen_operator.rollout.step import Step, plan_step
 from textgen_operator.spec import tgs_spec
 from textgen_operator.status import Transition, build_status, build_transitions, status_changed
+from textgen_operator.tgs_metrics import forget as forget_tgs_series
+from textgen_operator.tgs_metrics import publish as publish_tgs_series
+from textgen_operator.tgs_metrics import tgs_series
 from textgen_operator.workqueue import Key
 
 log = logging.getLogger("textgen_operator.reconciler")
@@ -149,6 +153,7 @@ async def reconcile(ctx: Context, key: Key) -> bool:
                      "its namespace is being deleted" if closing else "not found")
             if closing:
                 ctx.closing.update(key[0], True)
+            forget_tgs_series(key)
             return False
         raise
 
@@ -190,6 +195,7 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
     tgs = await _load_tgs(ctx, key)
     if tgs is None or tgs["metadata"].get("deletionTimestamp"):
+        forget_tgs_series(key)    # its alerting series describe a TGS that is going away
         return False    # garbage collection removes the children through their owner references
     # The rollout planner decides the StatefulSet's template, replicas and rollout annotations (textgen_operator/
     # rollout); its pod deletions follow the applies.
@@ -215,6 +221,8 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     now = _now()
     scaling = autoscaling_condition(tgs, tgs_spec(tgs), autoscaler)
     status = build_status(tgs, sts, pods, problems, now, failed, [scaling] if scaling else [], rollout.plan)
+    publish_tgs_series(key, tgs_series(tgs, status, rollout.plan, pod_views(pods, time.time()),
+                                       rollout_spec(tgs).warmup_timeout_seconds))
     old = tgs.get("status", {})
     if status_changed(old, status):
         async with ctx.requests.slot(Urgency.STATUS):
