@@ -174,17 +174,22 @@ _EVENT_TYPES: dict[tuple[str, str], str] = {
     ("Autoscaling", "False"): "Warning", ("Autoscaling", "True"): "Normal",
 }
 _WARNING_REASONS = frozenset({"ScaleOverridden"})   # a True condition that still asks the user to act
+# Progressing reasons that are news although Progressing churns: a scale-down the operator holds back.
+_PROGRESSING_NEWS = frozenset({"ScaleDownDeferred"})
 
 
 def build_transitions(old: list[Body], new: list[Body]) -> list[Transition]:
-    """Events for Ready and Degraded changes of status or reason (Progressing churns too much to be news)."""
+    """Events for Ready, Degraded and Autoscaling changes of status or reason (Progressing churns too much to be
+    news, but for the reasons in _PROGRESSING_NEWS)."""
     before = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
     events = []
     for c in new:
         key = (c["type"], c["status"])
-        if key in _EVENT_TYPES and before.get(c["type"]) != (c["status"], c["reason"]):
+        news = _EVENT_TYPES.get(key) or ("Normal" if c["type"] == "Progressing"
+                                         and c["reason"] in _PROGRESSING_NEWS else None)
+        if news is not None and before.get(c["type"]) != (c["status"], c["reason"]):
             if c["type"] not in before and key in (("Degraded", "False"), ("Ready", "False")):
                 continue   # a fresh object that is starting normally: no news (and one write less)
-            event_type = "Warning" if c["reason"] in _WARNING_REASONS else _EVENT_TYPES[key]
+            event_type = "Warning" if c["reason"] in _WARNING_REASONS else news
             events.append(Transition(event_type, c["reason"], c["message"]))
     return events

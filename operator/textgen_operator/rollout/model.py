@@ -30,6 +30,7 @@ class Recorded:
     failed_revision: str | None = None      # a revision given up on; not tried again until the spec changes
     failed_message: str | None = None
     started: float | None = None            # when the running rollout began (epoch seconds)
+    spec_replicas: int | None = None        # the spec.replicas the StatefulSet was last planned for (no surge)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class RolloutInput:
     recorded: Recorded
     pods: tuple[PodView, ...]
     now: float                  # epoch seconds
+    scaling_down: bool = False  # the StatefulSet's count goes down in this step: no pod is deleted in it
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ Invariants (each is a test in tests/rollout/):
   warmupTimeoutSeconds is recorded as failed; with autoRollback the last good revision becomes the target again
   (its pods are still serving), without it the rollout stops where it is; a failed revision is not tried again
   until the spec builds a different one;
-- paused: no pod is deleted.
+- paused: no pod is deleted;
+- no pod is deleted in the step that lowers the count (scale_down: a deleted pod comes back warming while the
+  scale-down stops others); the next step carries on.
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ def plan_rollout(inp: RolloutInput) -> Plan:
     if rec.template_revision is None:
         rolling = False      # nothing exists yet: the first pods are created, not rolled
     held = spec.paused or (failed is not None and target == failed)
-    may_delete = not held and rec.observed and rec.template_revision == target
+    may_delete = not held and not inp.scaling_down and rec.observed and rec.template_revision == target
     replicas = spec.replicas + (spec.max_surge if rolling else 0)
     num_ready = sum(1 for p in active if p.ready)
     # Ready pods above the StatefulSet's replicas are about to be removed by its controller: they keep nothing.

@@ -21,7 +21,9 @@ GOOD_TEMPLATE = f"{GROUP}/good-template"          # the pod template of the good
 FAILED_REVISION = f"{GROUP}/failed-revision"
 FAILED_MESSAGE = f"{GROUP}/failed-message"
 ROLLOUT_STARTED = f"{GROUP}/rollout-started"      # epoch seconds
-ROLLOUT_ANNOTATIONS = (GOOD_REVISION, GOOD_TEMPLATE, FAILED_REVISION, FAILED_MESSAGE, ROLLOUT_STARTED)
+SPEC_REPLICAS = f"{GROUP}/spec-replicas"          # the spec.replicas the StatefulSet is planned for (no surge)
+ROLLOUT_ANNOTATIONS = (GOOD_REVISION, GOOD_TEMPLATE, FAILED_REVISION, FAILED_MESSAGE, ROLLOUT_STARTED,
+                       SPEC_REPLICAS)
 
 
 def rollout_spec(tgs: Body) -> RolloutSpec:
@@ -65,6 +67,7 @@ def read_recorded(sts: Body | None) -> Recorded:
         return Recorded()
     annotations = sts["metadata"].get("annotations", {})
     started = annotations.get(ROLLOUT_STARTED)
+    spec_replicas = str(annotations.get(SPEC_REPLICAS, ""))
     status = sts.get("status", {})
     return Recorded(
         template_revision=template_revision(sts["spec"].get("template", {})),
@@ -72,7 +75,8 @@ def read_recorded(sts: Body | None) -> Recorded:
         observed=int(status.get("observedGeneration", 0)) >= int(sts["metadata"].get("generation", 0)),
         good_revision=annotations.get(GOOD_REVISION), failed_revision=annotations.get(FAILED_REVISION),
         failed_message=annotations.get(FAILED_MESSAGE),
-        started=float(started) if started and started.replace(".", "", 1).isdigit() else None)
+        started=float(started) if started and started.replace(".", "", 1).isdigit() else None,
+        spec_replicas=int(spec_replicas) if spec_replicas.isdigit() else None)
 
 
 def _template_for(plan: Plan, desired: Body, live: Body | None) -> Any:
@@ -87,14 +91,15 @@ def _template_for(plan: Plan, desired: Body, live: Body | None) -> Any:
     return live_template if template_revision(live_template) == plan.target else own
 
 
-def build_rollout_statefulset(desired: Body, plan: Plan, live: Body | None) -> Body:
-    """The desired StatefulSet with the plan's template, replicas and rollout annotations."""
+def build_rollout_statefulset(desired: Body, plan: Plan, live: Body | None, spec_replicas: int) -> Body:
+    """The desired StatefulSet with the plan's template, replicas and rollout annotations; spec_replicas: the
+    count the plan is for (the TGS's, or the one a deferred scale-down keeps)."""
     out = copy.deepcopy(desired)
     template = _template_for(plan, desired, live)
     out["spec"]["template"] = copy.deepcopy(template)
     out["spec"]["replicas"] = plan.replicas
     live_annotations = (live or {}).get("metadata", {}).get("annotations", {})
-    annotations: dict[str, str] = {}
+    annotations: dict[str, str] = {SPEC_REPLICAS: str(spec_replicas)}
     if plan.good_revision is not None:
         annotations[GOOD_REVISION] = plan.good_revision
         if plan.good_revision == template_revision(template):
