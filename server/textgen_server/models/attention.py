@@ -77,14 +77,19 @@ def paged_attention_forward(
     decode = step.metadata.decode
     if not step.metadata.chunks and decode is not None:
         # A pure decode step: rows are already in order, so no scatter into an output buffer is needed.
-        return _decode_attention(step, layer_idx, decode, query, scale, sliding_window).unsqueeze(0), None
+        attended = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
+        return (attended if decode.valid is None else attended[decode.valid]).unsqueeze(0), None
     out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, H, D]
     for chunk in step.metadata.chunks:
         out[chunk.q_start : chunk.q_end] = _chunk_attention(
             step, layer_idx, chunk, query, key, value, scale, sliding_window
         )
     if decode is not None:
-        out[decode.token_rows] = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
+        attended = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
+        rows = decode.token_rows.flatten()
+        if decode.valid is not None:
+            rows, attended = rows[decode.valid], attended[decode.valid]
+        out[rows] = attended
     return out.unsqueeze(0), None
 
 
@@ -125,14 +130,18 @@ def _decode_attention(
     scale: float,
     sliding_window: int | None,
 ) -> torch.Tensor:
-    """One query token per request over its cached keys, as one padded batch; returns [B, H, D]."""
-    q = query[0][:, decode.token_rows].transpose(0, 1).unsqueeze(2)  # [B, H, 1, D]
+    """Q query tokens per request (1, or 1 + speculative candidates) over its cached keys, as one padded batch;
+    each query attends causally up to its own position. Returns [B * Q, H, D] in token_rows order (padding
+    included: the caller drops it with decode.valid)."""
+    batch, num_queries = decode.token_rows.shape
+    q = query[0][:, decode.token_rows.flatten()]  # [H, B * Q, D]
+    q = q.unflatten(1, (batch, num_queries)).transpose(0, 1)  # [B, H, Q, D]
     keys, values = step.cache.gather(layer_idx, decode.block_tables)  # [B, L, H_kv, D]
-    k_pos = torch.arange(keys.shape[1], device=q.device).unsqueeze(0)  # [1, L]
-    mask = _allowed(decode.positions.unsqueeze(1), k_pos, sliding_window)  # [B, L]
-    mask &= k_pos < decode.context_lens.unsqueeze(1)
-    out = step.kernel(q, keys.transpose(1, 2), values.transpose(1, 2), mask[:, None, None, :], False, scale)
-    return out.squeeze(2)
+    k_pos = torch.arange(keys.shape[1], device=q.device).view(1, 1, -1)  # [1, 1, L]
+    # Causal over positions: padded table blocks and not-yet-written slots lie beyond every query's position.
+    mask = _allowed(decode.positions.unsqueeze(2), k_pos, sliding_window)  # [B, Q, L]
+    out = step.kernel(q, keys.transpose(1, 2), values.transpose(1, 2), mask[:, None], False, scale)
+    return out.transpose(1, 2).flatten(0, 1)  # [B * Q, H, D]
 
 
 def _allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, sliding_window: int | None) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Per-step metadata that tells the paged attention where each item's tokens are and where their KV lives.
 
 A step runs the model on one flattened ragged batch: the token ids of every item, concatenated, as
-input_ids [1, T]. Items of one token (decode) are attended to together in one padded batch; longer items
-(prompt chunks) one by one, causally over their cached prefix plus the chunk.
+input_ids [1, T]. Decode items, of one token or of one token plus speculative candidates ([last, c1..cK], a
+verify item), are attended to together in one padded batch of B rows x Q query tokens (Q = 1 + the largest K),
+each query causally over its cached keys and the row's earlier queries; longer items (prompt chunks) one by one,
+causally over their cached prefix plus the chunk.
 """
 from __future__ import annotations
 
@@ -25,12 +27,16 @@ class ChunkSegment:
 
 @dataclass(frozen=True)
 class DecodeBatch:
-    """The single-token items of a step, attended to as one padded batch."""
+    """The decode and verify items of a step, attended to as one padded batch of [B, Q] query tokens.
 
-    token_rows: torch.Tensor     # [B] rows of the flattened batch
-    block_tables: torch.Tensor   # [B, N] padded with block 0 (masked out by context_lens)
-    positions: torch.Tensor      # [B] the position of each query token
-    context_lens: torch.Tensor   # [B] keys to attend to: positions [0, position]
+    A row shorter than Q is padded by repeating its last token (row and position), so padded queries compute a
+    valid copy that `valid` drops. Keys beyond a query's position are masked: the candidates' own keys are in the
+    cache (written before attention), so query j of a row sees the row's queries 0..j, as in a prompt chunk."""
+
+    token_rows: torch.Tensor     # [B, Q] rows of the flattened batch (padding repeats the row's last one)
+    block_tables: torch.Tensor   # [B, N] padded with block 0 (masked out: beyond every query's position)
+    positions: torch.Tensor      # [B, Q] the position of each query token
+    valid: torch.Tensor | None   # [B * Q] indices of the real queries in token_rows.flatten(); None: all real
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
         token_ids.extend(item.token_ids)
         positions.extend(item_positions)
         slots.extend(item.block_ids[p // block_size] * block_size + p % block_size for p in item_positions)
-        if len(item.token_ids) == 1:
+        if len(item.token_ids) == 1 + item.num_speculative:  # a decode or verify item
             decode_items.append((row, item))
         else:
             table = torch.tensor(item.block_ids, dtype=torch.long, device=device)
@@ -80,13 +86,23 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
 
 def _build_decode_batch(decode_items: list[tuple[int, StepItem]], device: torch.device) -> DecodeBatch:
     max_blocks = max(len(item.block_ids) for _, item in decode_items)
-    # Pad with block 0: its keys are masked out because they lie beyond the request's context length.
+    num_queries = max(len(item.token_ids) for _, item in decode_items)
+    # Pad with block 0: its keys are masked out because they lie beyond every query's position.
     tables = [item.block_ids + [0] * (max_blocks - len(item.block_ids)) for _, item in decode_items]
+    rows: list[list[int]] = []
+    positions: list[list[int]] = []
+    valid: list[int] = []
+    for b, (row, item) in enumerate(decode_items):
+        n = len(item.token_ids)
+        rows.append([row + min(j, n - 1) for j in range(num_queries)])
+        positions.append([item.start_pos + min(j, n - 1) for j in range(num_queries)])
+        valid.extend(range(b * num_queries, b * num_queries + n))
+    all_valid = len(valid) == len(decode_items) * num_queries
     return DecodeBatch(
-        token_rows=torch.tensor([row for row, _ in decode_items], dtype=torch.long, device=device),
+        token_rows=torch.tensor(rows, dtype=torch.long, device=device),
         block_tables=torch.tensor(tables, dtype=torch.long, device=device),
-        positions=torch.tensor([item.start_pos for _, item in decode_items], dtype=torch.long, device=device),
-        context_lens=torch.tensor([item.start_pos + 1 for _, item in decode_items], dtype=torch.long, device=device),
+        positions=torch.tensor(positions, dtype=torch.long, device=device),
+        valid=None if all_valid else torch.tensor(valid, dtype=torch.long, device=device),
     )
 
 
