@@ -22,10 +22,11 @@ if ! wait "$tools_pid"; then
 fi
 export PATH="$venv/bin:$PATH"
 
-echo "== static checks: import contracts, types, CRDs in the chart in step with crds/"
+echo "== static checks: import contracts, types, CRDs in the chart in step with crds/, the plain alert rules in step with the chart"
 lint-imports --config pyproject.toml
 mypy
 hack/sync-crds.sh --check
+hack/sync-alerts.sh --check
 
 echo "== tests"
 # testpaths in pyproject.toml name every tier. No "|| true" anywhere: a failure, or pytest's exit 5
