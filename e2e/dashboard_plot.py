@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from e2e.dashboards import legend, panels, render
+from e2e.dashboards import RATE_INTERVAL, legend, panels, render
 
 # (start, end, step) -> [{"metric": {labels}, "values": [[ts, "v"], ...]}, ...]
 RangeQuery = Callable[[str, float, float, float], list[dict[str, Any]]]
@@ -39,12 +39,13 @@ def draw_panel(ax: Any, panel: dict[str, Any], series: list[tuple[str, list[floa
 
 
 def panel_series(panel: dict[str, Any], variables: dict[str, str], start: float, end: float, step: float,
-                 query_range: RangeQuery) -> list[tuple[str, list[float], list[float]]]:
+                 query_range: RangeQuery, rate_interval: str = RATE_INTERVAL
+                 ) -> list[tuple[str, list[float], list[float]]]:
     """(legend, seconds since start, values) of every series of every target, NaN points left out."""
     _, factor = unit_label(panel["fieldConfig"]["defaults"].get("unit", "short"))
     out = []
     for target in panel.get("targets", []):
-        for series in query_range(render(target["expr"], variables), start, end, step):
+        for series in query_range(render(target["expr"], variables, rate_interval), start, end, step):
             points = [(float(t) - start, float(v) * factor) for t, v in series["values"] if math.isfinite(float(v))]
             if points:
                 out.append((legend(target.get("legendFormat", ""), series["metric"]),
@@ -53,7 +54,7 @@ def panel_series(panel: dict[str, Any], variables: dict[str, str], start: float,
 
 
 def plot_dashboard(dashboard: dict[str, Any], variables: dict[str, str], start: float, end: float, step: float,
-                   query_range: RangeQuery, out: Path) -> list[str]:
+                   query_range: RangeQuery, out: Path, rate_interval: str = RATE_INTERVAL) -> list[str]:
     """Writes the PNG `out`; returns the titles of the panels that drew no data (each one is a bug)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -68,7 +69,7 @@ def plot_dashboard(dashboard: dict[str, Any], variables: dict[str, str], start: 
     for panel in items:
         pos = panel["gridPos"]
         ax = fig.add_subplot(grid[pos["y"]:pos["y"] + pos["h"] - 1, pos["x"]:pos["x"] + pos["w"] - 1])
-        series = panel_series(panel, variables, start, end, step, query_range)
+        series = panel_series(panel, variables, start, end, step, query_range, rate_interval)
         draw_panel(ax, panel, series)
         empty += [] if series else [panel["title"]]
     shown = ", ".join(f"{k}={v}" for k, v in variables.items())

@@ -111,6 +111,8 @@ def test_every_dashboard_panel_shows_data(metrics_pipeline: Cluster, scraped_ope
     assert empty_panels(variables) == []
     assert finite_values(prometheus_query(  # the refused request shows under its TGI error type
         render('sum(tgi_request_failure{namespace="$namespace", err="validation"})', variables))) == [4.0]
+    # hack/plot-dashboards.py can draw this window again while Prometheus keeps the data (2 h).
+    print(f"\ndashboards: --namespace {namespace} --service {NAME} --start {start:.0f} --end {time.time():.0f}")
     plots = os.environ.get("TEXTGEN_E2E_DASHBOARD_PLOTS")
     if plots:
         for name, dashboard in load_dashboards().items():
