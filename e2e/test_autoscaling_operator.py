@@ -76,3 +76,48 @@ def test_autoscaling_on_off(cluster: Cluster, operator: Operator, namespace: str
     wait_ready(cluster, namespace, "auto", 2)
     assert pod_count(cluster, namespace, "auto") == 2
     assert permission_errors(operator.log_path) == []
+
+
+WARMUP = "20s"       # kwok's ready-delay: each pod is Running and warming this long before it is Ready
+
+
+def sts_replicas(cluster: Cluster, namespace: str, name: str) -> int:
+    return int(cluster.kubectl("get", "statefulset", name, "-n", namespace, "-o",
+                               "jsonpath={.spec.replicas}").stdout or 0)
+
+
+def pod_ready(cluster: Cluster, namespace: str, pod: str) -> bool:
+    out = cluster.kubectl("get", "pod", pod, "-n", namespace, "--ignore-not-found", "-o",
+                          'jsonpath={.status.conditions[?(@.type=="Ready")].status}').stdout
+    return out.strip() == "True"
+
+
+def test_scale_down_waits_while_a_pod_warms(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    """Two Ready pods and one warming again (deleted, as after a crash); spec.replicas 3 -> 1 through the scale
+    subresource (as the HPA writes it; this HPA has no metric, so it writes nothing itself): the StatefulSet stays
+    at 3 until the warming pod is Ready, the TGS says why, then it goes to 1."""
+    name = "defer"
+    apply_yaml(cluster, tiny(name, replicas=3, autoscaling={"minReplicas": 1, "maxReplicas": 3},
+                             podAnnotations={"kwok.textgen.dev/ready-delay": WARMUP}), namespace)
+    wait_ready(cluster, namespace, name, 3)
+    cluster.kubectl("delete", "pod", f"{name}-0", "-n", namespace, "--wait=false")
+    wait_for(lambda: get_tgs(cluster, namespace, name)["status"].get("warmingReplicas") == 1, 60,
+             f"{name}-0 back and warming")
+    cluster.kubectl("scale", f"tgs/{name}", "-n", namespace, "--replicas=1")
+    deferred = wait_for(lambda: (c := condition(get_tgs(cluster, namespace, name), "Progressing"))
+                        .get("reason") == "ScaleDownDeferred" and c, 15, "Progressing=ScaleDownDeferred")
+    assert f"pod {name}-0 is warming" in deferred["message"] and "spec.replicas=1" in deferred["message"], deferred
+    samples = []       # the StatefulSet's replicas while the pod warms: read before the pod, so a count read
+    while True:        # while the pod was still warming is followed by a not-Ready read
+        replicas = sts_replicas(cluster, namespace, name)
+        if pod_ready(cluster, namespace, f"{name}-0"):
+            break
+        samples.append(replicas)
+    assert samples and set(samples) == {3}, samples
+    wait_for(lambda: sts_replicas(cluster, namespace, name) == 1, 30, "the StatefulSet scaled to 1 once warm")
+    wait_ready(cluster, namespace, name, 1)
+    wait_for(lambda: pod_count(cluster, namespace, name) == 1, 30, "one pod left")
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                             f"involvedObject.name={name},reason=ScaleDownDeferred", "-o", "json").stdout
+    [event] = json.loads(events)["items"]
+    assert event["type"] == "Normal" and f"{name}-0" in event["message"], event
