@@ -24,12 +24,11 @@ Key = tuple[str, str]                # (namespace, name)
 Labels = tuple[str, ...]             # the label values after namespace and textgen_dev_service
 
 CONDITION_VALUES = {"True": 1.0, "False": 0.0, "Unknown": -1.0}
-# The planner's phase (the Progressing condition's reason) -> the rollout state alerts select on.
-ROLLOUT_STATES = {
-    "Creating": "idle", "Stable": "idle", "Scaling": "idle",
-    "WarmingUp": "progressing", "RollingUpdate": "progressing",
-    "Paused": "paused", "RollingBack": "rolling_back", "RolledBack": "rolled_back", "RolloutFailed": "failed",
-}
+# The planner's phases (the Progressing condition's reasons) that name a rollout state of their own; any other
+# phase is `progressing` while the plan rolls and `idle` otherwise (Creating, Stable, Scaling, and phases added
+# later, e.g. a deferred scale-down, without a change here).
+OWN_ROLLOUT_STATES = {"Paused": "paused", "RollingBack": "rolling_back", "RolledBack": "rolled_back",
+                      "RolloutFailed": "failed"}
 ALL_ROLLOUT_STATES = ("idle", "progressing", "paused", "rolling_back", "rolled_back", "failed")
 
 
@@ -47,11 +46,16 @@ def warming_past_timeout(pods: tuple[PodView, ...], timeout_seconds: float) -> i
                and p.age_seconds > timeout_seconds)
 
 
+def rollout_state(plan: Plan) -> str:
+    """idle, progressing, paused, rolling_back, rolled_back or failed."""
+    return OWN_ROLLOUT_STATES.get(plan.phase) or ("progressing" if plan.rolling else "idle")
+
+
 def tgs_series(tgs: Body, status: Body, plan: Plan, pods: tuple[PodView, ...],
                warmup_timeout_seconds: float) -> TgsSeries:
     """The samples of one TGS, from what this reconcile computed."""
     conditions = [c for c in status.get("conditions", []) if c.get("type")]
-    state = ROLLOUT_STATES.get(plan.phase, "progressing")    # an unknown phase is a rollout that moves
+    state = rollout_state(plan)
     spec = tgs.get("spec", {})
     samples: dict[Gauge, dict[Labels, float]] = {
         TGS_CONDITION: {(c["type"],): CONDITION_VALUES.get(c.get("status", ""), -1.0) for c in conditions},

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from textgen_operator.cache import ObjectCache
 from textgen_operator.config import OperatorConfig
 from textgen_operator.reconciler import ClosingNamespaces, Context, NodeCapacity, reconcile
 from textgen_operator.rollout.model import Plan, PodView
-from textgen_operator.tgs_metrics import TgsSeries, forget, publish, tgs_series, warming_past_timeout
+from textgen_operator.tgs_metrics import TgsSeries, forget, publish, rollout_state, tgs_series, warming_past_timeout
 
 NS = "metrics-ns"
 
@@ -42,6 +43,17 @@ def test_warming_past_timeout_counts_only_unready_healthy_old_pods() -> None:
     assert warming_past_timeout(pods, 800) == 0
 
 
+@pytest.mark.parametrize("phase, rolling, state", [
+    ("Stable", False, "idle"), ("Scaling", False, "idle"), ("Creating", False, "idle"),
+    ("WarmingUp", True, "progressing"), ("RollingUpdate", True, "progressing"), ("Paused", True, "paused"),
+    ("RollingBack", True, "rolling_back"), ("RolledBack", False, "rolled_back"), ("RolloutFailed", False, "failed"),
+    # A phase this module does not name: by whether the plan rolls.
+    ("SomethingNew", True, "progressing"), ("SomethingNew", False, "idle"),
+])
+def test_rollout_state_of_each_phase(phase: str, rolling: bool, state: str) -> None:
+    assert rollout_state(Plan("rev", 1, phase=phase, rolling=rolling)) == state
+
+
 def test_series_of_a_tgs(make_tgs: Any) -> None:
     tgs = make_tgs(replicas=3, autoscaling={"minReplicas": 1, "maxReplicas": 5})
     series = tgs_series(tgs, status("True", "CrashLoopBackOff", ready=2), Plan("rev", 3, phase="RolledBack"),
@@ -66,7 +78,7 @@ def test_no_autoscaling_no_max_series(make_tgs: Any) -> None:
 def test_publish_replaces_a_changed_reason_and_forget_removes_everything(make_tgs: Any) -> None:
     key = (NS, "pub")
     tgs = make_tgs("pub")
-    publish(key, tgs_series(tgs, status("True", "CrashLoopBackOff"), Plan("rev", 1, phase="WarmingUp"), (), 60))
+    publish(key, tgs_series(tgs, status("True", "CrashLoopBackOff"), Plan("rev", 1, phase="WarmingUp", rolling=True), (), 60))
     assert value("textgen_operator_tgs_condition", "pub", type="Degraded") == 1.0
     assert value("textgen_operator_tgs_condition_reason", "pub", type="Degraded", reason="CrashLoopBackOff") == 1.0
     assert value("textgen_operator_rollout_state", "pub", state="progressing") == 1.0
