@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from e2e.dashboards import RATE_INTERVAL, legend, panels, render
+from e2e.dashboards import RATE_INTERVAL, legend, panels, render, template_variables
 
 # (start, end, step) -> [{"metric": {labels}, "values": [[ts, "v"], ...]}, ...]
 RangeQuery = Callable[[str, float, float, float], list[dict[str, Any]]]
@@ -72,7 +72,7 @@ def plot_dashboard(dashboard: dict[str, Any], variables: dict[str, str], start: 
         series = panel_series(panel, variables, start, end, step, query_range, rate_interval)
         draw_panel(ax, panel, series)
         empty += [] if series else [panel["title"]]
-    shown = ", ".join(f"{k}={v}" for k, v in variables.items())
+    shown = ", ".join(f"{k}={v}" for k, v in variables.items() if k in template_variables(dashboard))
     began = time.strftime("%H:%M:%S UTC", time.gmtime(start))
     fig.suptitle(f"{dashboard['title']}  ({shown}); x: seconds from {began}", fontsize=12)
     fig.savefig(out, dpi=80, bbox_inches="tight")
