@@ -63,10 +63,17 @@ def pod_body(name: str, revision: str, ready: bool, started: str | None = CREATE
 
 
 def test_warming_pods_are_running_unready_not_started_and_not_leaving() -> None:
+    restarted = pod_body("demo-4", "r", ready=False, started="2027-01-15T08:00:30Z")
+    restarted["status"]["containerStatuses"][0].update(
+        {"restartCount": 1, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}})
+    backoff = pod_body("demo-5", "r", ready=False)
+    backoff["status"]["containerStatuses"][0].update(
+        {"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}})
     pods = [pod_body("demo-0", "r", ready=True), pod_body("demo-1", "r", ready=False),
             pod_body("demo-2", "r", ready=False, started=None),      # Pending: may never be scheduled
-            pod_body("demo-3", "r", ready=False, deletionTimestamp=CREATED)]
-    assert warming_pods(pods, NOW + 42) == (WarmingPod("demo-1", 42.0),)
+            pod_body("demo-3", "r", ready=False, deletionTimestamp=CREATED), restarted, backoff]
+    # A container running again after a crash is warming since its restart; one in back-off is not.
+    assert warming_pods(pods, NOW + 42) == (WarmingPod("demo-1", 42.0), WarmingPod("demo-4", 12.0))
 
 
 def test_no_rollout_deletion_in_the_step_that_lowers_the_count() -> None:

@@ -1,8 +1,8 @@
 """A lower replica count waits while a pod warms: the scale-down policy of an autoscaled TGS. Pure.
 
 While a pod is warming (Running, not Ready, its startup probe not passed yet, for less than
-spec.rollout.warmupTimeoutSeconds since its containers started: a new pod after a scale-up, a pod of a rollout
-step, a container restarted after a crash) the Ready pods carry its share of the load. Stopping one of them then
+spec.rollout.warmupTimeoutSeconds since its containers (re)started: a new pod after a scale-up, a pod of a
+rollout step, a container running again after a crash) the Ready pods carry its share of the load. Stopping one of them then
 drops capacity a second time, the queue grows, and the HPA asks for the pod back, which costs a whole warmup. So
 when spec.autoscaling is on and spec.replicas goes DOWN, the StatefulSet keeps the count it runs until no pod is
 warming; then the lower count is applied, and the rollout deletes no pod in that same step (a deleted pod comes
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from textgen_operator.names import Body
-from textgen_operator.pod_health import is_warming, parse_time
+from textgen_operator.pod_health import parse_time, pod_is_ready
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,23 @@ class ScaleDecision:
                 "spec.rollout.warmupTimeoutSeconds) and no pod stops while another warms")
 
 
+def _loading(pod: Body) -> bool:
+    """Running, not leaving, not Ready, every container running and one of them not past its startup probe:
+    loading or warming up. Unlike status.warmingReplicas (pod_health.is_warming) a container running again after
+    a crash counts: it may well come back, and until it fails again (back-off: not running) it is capacity on
+    its way. A pod waiting in a back-off or a config error is not loading anything."""
+    status = pod.get("status", {})
+    statuses = status.get("containerStatuses", [])
+    return (status.get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+            and not pod_is_ready(pod) and bool(statuses) and all("running" in s.get("state", {}) for s in statuses)
+            and any(not s.get("started") for s in statuses))
+
+
 def warming_pods(pods: Sequence[Body], now: float) -> tuple[WarmingPod, ...]:
-    """The pods that are warming (pod_health.is_warming), with seconds since their latest container start."""
+    """The pods loading or warming up, with seconds since their latest container (re)start."""
     found = []
     for pod in pods:
-        if not is_warming(pod):
+        if not _loading(pod):
             continue
         starts = [parse_time(s.get("state", {}).get("running", {}).get("startedAt"))
                   for s in pod.get("status", {}).get("containerStatuses", [])]
