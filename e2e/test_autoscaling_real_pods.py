@@ -142,6 +142,37 @@ def test_adapter_stopped_shows_no_metrics_and_nothing_else_breaks(
              "the HPA scaling back to 1 once it reads metrics again")
     assert replicas_owners(cluster, namespace, name) == {"kube-controller-manager"}
     wait_for(lambda: autoscaling(cluster, namespace, name).get("status") == "True", 60, "Autoscaling True again")
+    overridden = kubectl_scale_is_overridden(cluster, namespace, name)
+    assert "spec.replicas=2 was set by kubectl" in overridden["message"], overridden
+    assert "it wants 1" in overridden["message"], overridden
+    wait_for(lambda: get_tgs(cluster, namespace, name)["spec"]["replicas"] == 1, 30, "the HPA winning")
+    assert replicas_owners(cluster, namespace, name) == {"kube-controller-manager"}
+    wait_for(lambda: autoscaling(cluster, namespace, name).get("reason") not in (None, "ScaleOverridden"), 30,
+             "the Autoscaling condition back to the HPA's own reason")
+
+
+def overridden_events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "events", "-n", namespace, "-o", "json", "--field-selector",
+                          f"involvedObject.name={name},reason=ScaleOverridden").stdout
+    return sorted(json.loads(out)["items"], key=lambda e: e["metadata"]["creationTimestamp"])
+
+
+def kubectl_scale_is_overridden(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """`kubectl scale` while the HPA computes replicas: the TGS reports ScaleOverridden (a Warning Event) until
+    the HPA's next sync (5 s here) writes its own count back. The operator reconciles within a fraction of a
+    second of the write; a scale the HPA undid even sooner is tried again (at most 3 times)."""
+    for _ in range(3):
+        before = len(overridden_events(cluster, namespace, name))
+        cluster.kubectl("scale", f"tgs/{name}", "-n", namespace, "--replicas=2")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            events = overridden_events(cluster, namespace, name)
+            if len(events) > before:
+                event = events[-1]
+                assert event["type"] == "Warning", event
+                return event
+            time.sleep(0.2)
+    raise AssertionError("no ScaleOverridden Event after 3 kubectl scale --replicas=2")
 
 
 def replicas_owners(cluster: Cluster, namespace: str, name: str) -> set[str]:
