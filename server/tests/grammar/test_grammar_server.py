@@ -170,3 +170,91 @@ def test_disable_grammar_support_refuses_grammar_and_tools(tiny_llama_dir: Path,
     response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
         "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS})
     assert response.status_code == 422 and "--disable-grammar-support" in response.json()["error"]
+
+
+# A one-function tool set on which this random model picks TGI's no_tool for some seeds and calls `q` for others
+# (seed 0, n=4: choices 0-1 call q, 2-3 pick no_tool; found by trying names and seeds; the outputs are seeded).
+Q_TOOL = {"type": "function", "function": {"name": "q", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def _stream_by_choice(client: openai.OpenAI, **kwargs: Any) -> tuple[dict[int, dict[str, Any]], Any]:
+    """Per choice: content pieces (one per chunk that carries content), call name and arguments, finish_reason."""
+    choices: dict[int, dict[str, Any]] = {}
+    usage = None
+    for chunk in client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs):
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            seen = choices.setdefault(choice.index, {"pieces": [], "name": None, "arguments": "", "reason": None})
+            if choice.delta.content:
+                seen["pieces"].append(choice.delta.content)
+            for call in choice.delta.tool_calls or []:
+                seen["name"] = call.function.name or seen["name"] if call.function else seen["name"]
+                seen["arguments"] += call.function.arguments or "" if call.function else ""
+            seen["reason"] = choice.finish_reason or seen["reason"]
+    return choices, usage
+
+
+def test_no_tool_answers_as_a_request_without_tools(server: LauncherProcess, client: openai.OpenAI) -> None:
+    """As TGI: a choice that picks no_tool is generated again without tools or grammar (same seed), its text
+    streamed token by token; finish_reason and usage are those of that generation; calls in the same request
+    are unaffected."""
+    failures_before = _no_tool_failures(server)
+    kwargs: dict[str, Any] = {"model": "tgi", "messages": ASK, "seed": 0, "n": 4, "max_tokens": 30}
+    with_tools = client.chat.completions.create(tools=[Q_TOOL], tool_choice="auto", **kwargs)
+    plain = client.chat.completions.create(**kwargs)
+    streamed, streamed_usage = _stream_by_choice(client, tools=[Q_TOOL], tool_choice="auto", **kwargs)
+    no_tool = [c.index for c in with_tools.choices if not c.message.tool_calls]
+    assert no_tool and len(no_tool) < 4, "the seeds no longer mix calls and no_tool: pick other seeds"
+    for choice in with_tools.choices:
+        seen = streamed[choice.index]
+        assert seen["reason"] == choice.finish_reason
+        if choice.index in no_tool:
+            expected = plain.choices[choice.index]
+            assert (choice.message.content, choice.finish_reason) == (expected.message.content,
+                                                                        expected.finish_reason)
+            assert "".join(seen["pieces"]) == choice.message.content and seen["name"] is None
+            assert len(seen["pieces"]) > 5, seen["pieces"]   # token by token, not one piece
+        else:
+            call = (choice.message.tool_calls or [])[0].function
+            assert (call.name, call.arguments) == (seen["name"], seen["arguments"]) and call.name == "q"
+            assert choice.message.content is None and not seen["pieces"]
+    # Usage counts each prompt the answer came from once (mixed: the tool prompt and the plain one) and the
+    # tokens of the answers (not of the dropped no_tool calls).
+    tool_prompt = post_json(server, "/chat_tokenize", {"messages": ASK, "tools": [Q_TOOL]})["tokenize_response"]
+    assert with_tools.usage is not None and plain.usage is not None
+    assert with_tools.usage.prompt_tokens == plain.usage.prompt_tokens + len(tool_prompt)
+    assert streamed_usage is not None and streamed_usage.model_dump() == with_tools.usage.model_dump()
+    alone = {"model": "tgi", "messages": ASK, "seed": no_tool[0], "max_tokens": 30}
+    one = client.chat.completions.create(tools=[Q_TOOL], **alone)   # tool_choice defaults to auto with tools
+    assert one.usage == client.chat.completions.create(**alone).usage
+    # Each dropped call is one request ended with err="no_tool" (so count = success + failures still holds).
+    assert _no_tool_failures(server) == failures_before + 2 * len(no_tool) + 1
+
+
+def test_no_tool_through_inference_client(server: LauncherProcess) -> None:
+    from huggingface_hub import InferenceClient
+
+    hub = InferenceClient(base_url=server.base_url, timeout=300)
+    kwargs: dict[str, Any] = {"messages": ASK, "seed": 2, "max_tokens": 30}
+    expected = hub.chat_completion(**kwargs).choices[0]
+    answer = hub.chat_completion(tools=[Q_TOOL], tool_choice="auto", **kwargs).choices[0]
+    assert answer.message.tool_calls is None and answer.message.content == expected.message.content
+    assert answer.finish_reason == expected.finish_reason
+    pieces = [c.choices[0].delta.content for c in hub.chat_completion(tools=[Q_TOOL], tool_choice="auto",
+                                                                       stream=True, **kwargs)
+              if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == expected.message.content and len(pieces) > 5
+
+
+def post_json(server: LauncherProcess, path: str, body: dict[str, Any]) -> Any:
+    response = httpx.post(f"{server.base_url}{path}", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _no_tool_failures(server: LauncherProcess) -> float:
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+    found = re.search(r'^tgi_request_failure\{err="no_tool"\} (\S+)$', metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0

@@ -10,7 +10,8 @@ from grammar_cases import ADD_TOOL, PERSON, TOOLS
 
 from textgen_server.grammar.compile import (GrammarCompiler, GrammarError, build_grammar, build_ll_tokenizer,
                                            hf_tokenizer_json)
-from textgen_server.grammar.tools import NO_TOOL, ToolError, ToolStream, build_tool_plan, merge_deltas
+from textgen_server.grammar.tools import (NO_TOOL, NO_TOOL_TOOL, ToolError, ToolStream, build_tool_plan,
+                                          chosen_function, merge_deltas)
 from textgen_server.router.grammar_routes import response_format_grammar
 from textgen_server.router.schemas import GenerateParameters
 from textgen_server.router.validation import Limits, ValidationError, validate
@@ -76,6 +77,10 @@ def test_tool_plans_follow_tool_choice() -> None:
     assert auto is not None and auto.allows_text
     names = [call["properties"]["name"]["const"] for call in auto.grammar["value"]["anyOf"]]
     assert names == ["get_weather", "add", NO_TOOL]
+    # As TGI: no_tool has no parameters, and the prompt shows it with TGI's description after the user's tools.
+    assert auto.grammar["value"]["anyOf"][2]["properties"]["parameters"]["properties"] == {}
+    assert auto.tools == [*TOOLS, NO_TOOL_TOOL]
+    assert NO_TOOL_TOOL["function"]["description"] == "Open ended response with no specific tool selected"
     required = build_tool_plan(TOOLS, "required")
     assert required is not None and len(required.grammar["value"]["anyOf"]) == 2
     named = build_tool_plan(TOOLS, {"type": "function", "function": {"name": "add"}})
@@ -117,9 +122,10 @@ def test_tool_stream_pieces_add_up_to_the_call(pieces: int) -> None:
                                                                        "arguments": '{"a":3,"b":{"c":"}"}}'}}]
 
 
-def test_tool_stream_no_tool_is_content_and_a_cut_call_keeps_its_text() -> None:
-    content, calls = merge_deltas(_stream('{"name":"no_tool","parameters":{"content":"hi \\"x\\""}}', 4, True)[0])
-    assert (content, calls) == ('hi "x"', None)
+def test_the_chosen_function_is_known_at_the_closing_quote_and_a_cut_call_keeps_its_text() -> None:
+    assert [chosen_function(t) for t in ['{"na', '{"name":"no_tool', '{"name":"no_tool"', '{"name":"add",']] == [
+        None, None, NO_TOOL, "add"]
+    assert chosen_function('{"name":"no_tool_x"') == "no_tool_x"   # a user function may start like no_tool
     deltas, called = _stream('{"name":"add","parameters":{"a":3', 2, complete=False)
     assert not called and merge_deltas(deltas)[1] == [{"id": "call_1", "type": "function",
                                                        "function": {"name": "add", "arguments": '{"a":3'}}]

@@ -2,14 +2,15 @@
 
 The model is constrained to emit one call as compact JSON, `{"name":"<function>","parameters":{...}}`, with
 `parameters` following that function's JSON Schema (TGI's default tool prompt asks for this very shape). The
-grammar is an anyOf over the callable functions; with `tool_choice: "auto"` it also offers the pseudo-function
-`no_tool` ({"content": "<answer>"}) so that the model may answer in text, as TGI does. `ToolStream` turns the
-generated text into OpenAI's `tool_calls` deltas; the non-streamed answer is built from the same deltas, so both
-agree by construction.
+grammar is an anyOf over the callable functions; with `tool_choice: "auto"` it also offers TGI's pseudo-function
+`no_tool` ("Open ended response with no specific tool selected", no parameters), shown to the model among the
+tools as TGI does. A choice whose call names `no_tool` is answered as TGI answers it: the router drops that
+generation as soon as `chosen_function` sees the name and generates again without tools and without a grammar
+(router/openai_no_tool.py). `ToolStream` turns a real call's text into OpenAI's `tool_calls` deltas; the
+non-streamed answer is built from the same deltas, so both agree by construction.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +18,13 @@ from typing import Any
 NO_TOOL = "no_tool"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")   # OpenAI's rule for function names
 CALL_PREFIX = re.compile(r'^\{"name":"([A-Za-z0-9_-]{1,64})","parameters":')
-NO_TOOL_SCHEMA = {"type": "object", "properties": {"content": {"type": "string"}}, "required": ["content"],
-                  "additionalProperties": False}
+# The name is decided at its closing quote (names cannot contain one), before `,"parameters":` is generated.
+NAME_PREFIX = re.compile(r'^\{"name":"([A-Za-z0-9_-]{1,64})"')
 EMPTY_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
+# TGI's pseudo-function for tool_choice "auto" (router/src/infer/tool_grammar.rs), as the prompt shows it.
+NO_TOOL_TOOL = {"type": "function", "function": {
+    "name": NO_TOOL, "description": "Open ended response with no specific tool selected",
+    "parameters": {"type": "object"}}}
 
 
 class ToolError(ValueError):
@@ -30,7 +35,7 @@ class ToolError(ValueError):
 class ToolPlan:
     """What a chat request with tools runs: the tools shown to the model and the grammar of its answer."""
 
-    tools: list[dict[str, Any]]              # OpenAI tool objects offered in the prompt
+    tools: list[dict[str, Any]]              # OpenAI tool objects offered in the prompt (with no_tool for auto)
     grammar: dict[str, Any]                  # TGI grammar object ({"type": "json", "value": schema})
     allows_text: bool                        # tool_choice "auto": the model may answer without a call
 
@@ -62,10 +67,18 @@ def build_tool_plan(tools: list[Any] | None, tool_choice: Any) -> ToolPlan | Non
 
 def _plan(tools: list[Any], functions: list[dict[str, Any]], allows_text: bool) -> ToolPlan:
     calls = [_call_schema(f["name"], f.get("parameters") or EMPTY_PARAMETERS) for f in functions]
+    shown = list(tools)
     if allows_text:
-        calls.append(_call_schema(NO_TOOL, NO_TOOL_SCHEMA))
+        calls.append(_call_schema(NO_TOOL, EMPTY_PARAMETERS))
+        shown.append(NO_TOOL_TOOL)
     schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    return ToolPlan(tools=list(tools), grammar={"type": "json", "value": schema}, allows_text=allows_text)
+    return ToolPlan(tools=shown, grammar={"type": "json", "value": schema}, allows_text=allows_text)
+
+
+def chosen_function(text: str) -> str | None:
+    """The function a call's generated text names, once its name is complete (None before)."""
+    match = NAME_PREFIX.match(text)
+    return match.group(1) if match else None
 
 
 def _call_schema(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +113,8 @@ def _named_choice(choice: Any) -> str:
 
 @dataclass
 class ToolStream:
-    """Turns one choice's generated text into OpenAI deltas: `tool_calls` for a call, `content` for no_tool.
+    """Turns one choice's generated call into OpenAI `tool_calls` deltas (a `no_tool` choice never gets here: the
+    router answers it without tools).
 
     The call's `arguments` is the exact text the model generated for `parameters`; its final "}" (which closes
     the call object) is held back until the end decides whether the call was complete."""
@@ -121,9 +135,8 @@ class ToolStream:
                 return out
             self.name = match.group(1)
             self.buffer = self.buffer[match.end():]
-            if self.name != NO_TOOL:
-                out.append(self._call_delta({"name": self.name, "arguments": ""}, with_header=True))
-        if self.name != NO_TOOL and len(self.buffer) - 1 > self.sent:
+            out.append(self._call_delta({"name": self.name, "arguments": ""}, with_header=True))
+        if len(self.buffer) - 1 > self.sent:
             out.append(self._call_delta({"arguments": self.buffer[self.sent:-1]}))
             self.sent = len(self.buffer) - 1
         return out
@@ -133,9 +146,6 @@ class ToolStream:
         out = self.push(piece)
         if self.name is None:   # cut before the name was known: nothing but the raw text to show
             out.append({"content": self.buffer})
-            return out, False
-        if self.name == NO_TOOL:
-            out.append({"content": _no_tool_content(self.buffer, complete)})
             return out, False
         rest = self.buffer[self.sent:]
         if complete and rest.endswith("}"):
@@ -150,18 +160,6 @@ class ToolStream:
             call.update({"id": self.call_id, "type": "function"})
         call["function"] = function
         return {"tool_calls": [call]}
-
-
-def _no_tool_content(buffer: str, complete: bool) -> str:
-    """The answer text of a no_tool call ({"content": "..."} + the closing "}")."""
-    if complete:
-        try:
-            content = json.loads(buffer[:-1] if buffer.endswith("}") else buffer).get("content")
-            if isinstance(content, str):
-                return content
-        except (json.JSONDecodeError, AttributeError):
-            pass
-    return buffer
 
 
 def merge_deltas(deltas: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]] | None]:

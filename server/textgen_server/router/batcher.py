@@ -24,6 +24,8 @@ from textgen_server.router.stream import RequestOutput, TokenEvent, Tokenizer
 from textgen_server.router.validation import ValidRequest
 
 logger = logging.getLogger(__name__)
+# Event-loop turns a step call takes to put its request on the socket (see Batcher._deliver_after_send).
+_TURNS_TO_SEND = 3
 
 
 class StepClient(Protocol):
@@ -83,6 +85,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._undelivered: list[SequenceUpdate] = []  # the last step's tokens, delivered during the next step
 
     @property
     def num_in_flight(self) -> int:
@@ -107,16 +110,17 @@ class Batcher:
         self._wakeup.set()
         return request_id, self._events(request_id, live)
 
-    def abort(self, request_id: int) -> None:
-        """Client gone: drop the request (its blocks are freed, the shard forgets it at the next step)."""
+    def abort(self, request_id: int, reason: str = "cancelled") -> None:
+        """Client gone (or, `reason` "no_tool", a tool call replaced by a text answer): drop the request (its
+        blocks are freed, the shard forgets it at the next step); `reason` is the failure metric's `err`."""
         live = self._live.pop(request_id, None)
         if live is not None:
             self.scheduler.abort(request_id)
             self._mark_idle()
             if self.metrics is not None:
-                self.metrics.request_failed("cancelled")
-            logger.info("request %d cancelled by the client after %d generated token(s)", request_id,
-                        len(live.output.tokens))
+                self.metrics.request_failed(reason)
+            logger.info("request %d ended (%s) after %d generated token(s)", request_id,
+                        "cancelled by the client" if reason == "cancelled" else reason, len(live.output.tokens))
 
     def cancel_all(self, reason: str) -> int:
         """Ends every in-flight request with a GenerationError carrying `reason` (drain timeout); returns how many."""
@@ -142,6 +146,7 @@ class Batcher:
         """The loop: runs steps while there is work, sleeps otherwise. Ends only by cancellation or shard failure."""
         while True:
             if not self.scheduler.has_work():
+                self._deliver_all(self._take_undelivered())  # e.g. the last running request was cancelled
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 # One loop turn before the first step: requests that arrived in the same burst (handlers already
@@ -175,6 +180,7 @@ class Batcher:
     async def _step_once(self) -> None:
         step = self.scheduler.schedule()
         if step is None:
+            self._deliver_all(self._take_undelivered())
             return
         self._note_step(step)
         method = "prefill" if step.is_prefill else "decode"
@@ -186,18 +192,26 @@ class Batcher:
                 self.metrics.batch_filtered(method, time.perf_counter() - started)
         forward_before = getattr(self.client, "shard_forward_seconds", 0.0)
         started = time.perf_counter()
+        call = asyncio.ensure_future(self.client.step(step.items, step.is_prefill))
+        # The previous step's tokens reach their clients while the shard computes this step, instead of the
+        # shard idling through detokenization and delivery. A stop sequence found there aborts its request
+        # with this step in flight, exactly like a client disconnect: postprocess ignores that generation.
+        delivery = asyncio.ensure_future(self._deliver_after_send(self._take_undelivered()))
         try:
-            generations = await self.client.step(step.items, step.is_prefill)
-        except Exception:
+            generations = await call
+        except BaseException:
+            call.cancel()
             if self.metrics is not None:
                 self.metrics.batch_step(method, len(step.items), 0.0, 0.0, 0.0, success=False)
             raise
+        finally:
+            await delivery  # events stay in order: this step's updates go out after the previous step's
         rpc_done = time.perf_counter()
         self.counters.rpc_seconds += rpc_done - started
-        updates = self.scheduler.postprocess(step, generations)
+        self._undelivered = self.scheduler.postprocess(step, generations)
         self._note_speculation(step, generations)
-        for update in updates:
-            self._deliver(update)
+        if not self.scheduler.has_work():  # no next step to overlap with: deliver now
+            self._deliver_all(self._take_undelivered())
         if self.metrics is not None:
             forward = getattr(self.client, "shard_forward_seconds", 0.0) - forward_before
             self.metrics.batch_step(method, len(step.items), rpc_done - started, forward,
@@ -236,6 +250,21 @@ class Batcher:
                 live.num_skipped_tokens += num_accepted
         if self.metrics is not None:
             self.metrics.speculated(num_proposed, len(generations) - step.num_sampled)
+
+    def _take_undelivered(self) -> list[SequenceUpdate]:
+        updates, self._undelivered = self._undelivered, []
+        return updates
+
+    async def _deliver_after_send(self, updates: list[SequenceUpdate]) -> None:
+        # The step call needs a few loop turns (task -> per-rank call -> grpc's invoke task) before its request
+        # is on the socket; delivering before that would keep the shard waiting for it.
+        for _ in range(_TURNS_TO_SEND):
+            await asyncio.sleep(0)
+        self._deliver_all(updates)
+
+    def _deliver_all(self, updates: list[SequenceUpdate]) -> None:
+        for update in updates:
+            self._deliver(update)
 
     def _deliver(self, update: SequenceUpdate) -> None:
         live = self._live.get(update.request_id)

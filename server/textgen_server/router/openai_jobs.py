@@ -34,6 +34,7 @@ class SubRequest:
     index: int                 # the choice's index in the response
     request: ValidRequest
     prefix: str = ""           # text placed before the output (the prompt, with `echo`)
+    no_tool: ValidRequest | None = None   # tool_choice "auto": the answer without tools when the model picks no_tool
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Job:
     logprobs: bool
     include_usage: bool
     tools: ToolPlan | None = None   # chat with tools: each choice's output is a call (grammar/tools.py)
+    no_tool_prompt_tokens: int = 0  # the prompt without tools, which no_tool choices are answered from
 
 
 def build_chat_job(body: ChatCompletionRequest, tokenizer: Any, limits: Limits, meta: ResponseMeta,
@@ -57,11 +59,17 @@ def build_chat_job(body: ChatCompletionRequest, tokenizer: Any, limits: Limits, 
     prompt_ids = encode_chat_prompt(tokenizer, render_chat_prompt(tokenizer, body.messages, plan, body.tool_prompt))
     top_n = (body.top_logprobs or 0) if body.logprobs else None
     grammar = plan.grammar if plan is not None else response_format_grammar(body.response_format)
-    parameters = [p.model_copy(update={"grammar": grammar})
-                  for p in build_choice_parameters(body, chat_max_tokens(body), top_n, rng or random.Random())]
-    subs = [SubRequest(index, _validate(p, prompt_ids, limits)) for index, p in enumerate(parameters)]
+    free = build_choice_parameters(body, chat_max_tokens(body), top_n, rng or random.Random())
+    # As TGI, a choice that picks no_tool is generated again from the template without tools, with the same
+    # parameters (seed included) and no grammar; validated now so that the switch cannot fail validation later.
+    plain_ids = (encode_chat_prompt(tokenizer, render_chat_prompt(tokenizer, body.messages))
+                 if plan is not None and plan.allows_text else None)
+    subs = [SubRequest(index, _validate(p.model_copy(update={"grammar": grammar}), prompt_ids, limits),
+                       no_tool=None if plain_ids is None else _validate(p, plain_ids, limits))
+            for index, p in enumerate(free)]
     return Job(chat=True, meta=meta, subs=subs, prompt_tokens=len(prompt_ids), stops=_stops(body),
-               logprobs=body.logprobs, include_usage=_include_usage(body), tools=plan)
+               logprobs=body.logprobs, include_usage=_include_usage(body), tools=plan,
+               no_tool_prompt_tokens=len(plain_ids or []))
 
 
 def build_completion_job(body: CompletionRequest, tokenizer: Any, limits: Limits, meta: ResponseMeta,

@@ -31,6 +31,7 @@ from textgen_server.router.batcher import GenerationError
 from textgen_server.router.grammar_routes import chat_grammar, prepare_grammar
 from textgen_server.grammar.tools import ToolStream
 from textgen_server.router.openai_jobs import Job, SubRequest, build_chat_job, build_completion_job
+from textgen_server.router.openai_no_tool import NoToolSwitch
 from textgen_server.router.openai_responses import (
     ChoiceOutput,
     LogprobEntry,
@@ -121,7 +122,8 @@ async def _serve(state: RouterState, request: Request, stream: bool, id_prefix: 
         submitted = [admitted.batcher.submit(sub.request) for sub in job.subs]
     except GenerationError as error:
         return error_response(424, str(error), "generation")
-    run = _Run(job, admitted, [request_id for request_id, _ in submitted], [events for _, events in submitted])
+    run = _Run(job, admitted, [request_id for request_id, _ in submitted], [])
+    run.streams = [run.events_of(sub, request_id, events) for sub, (request_id, events) in zip(job.subs, submitted)]
     if stream:
         return StreamingResponse(_stream(run), media_type="text/event-stream")
     return await _complete(run, request)
@@ -135,10 +137,33 @@ class _Run:
     serving: Serving
     request_ids: list[int]
     streams: Streams
+    switches: dict[int, NoToolSwitch] = field(default_factory=dict)   # by choice index (tool_choice "auto")
+
+    def events_of(self, sub: SubRequest, request_id: int, events: AsyncGenerator[TokenEvent, None]
+                  ) -> AsyncIterator[TokenEvent]:
+        """A choice's events; one that may pick no_tool reads them through a NoToolSwitch (openai_no_tool.py)."""
+        if sub.no_tool is None:
+            return events
+        switch = NoToolSwitch(self.serving.batcher, request_id, events, sub.no_tool)
+        self.switches[sub.index] = switch
+        return switch.events()
+
+    def plain(self, sub: SubRequest) -> bool:
+        """Whether a chat-with-tools choice is answered as text (the model picked no_tool)."""
+        switch = self.switches.get(sub.index)
+        return switch is not None and switch.plain
+
+    def prompt_tokens(self) -> int:
+        """Usage's prompt tokens: each prompt the answer came from, once (the tool prompt, the plain one, or both
+        when some of the `n` choices picked no_tool)."""
+        plain = [self.plain(sub) for sub in self.job.subs]
+        return ((self.job.no_tool_prompt_tokens if any(plain) else 0)
+                + (self.job.prompt_tokens if not all(plain) else 0))
 
     def abort(self) -> None:
         # Idempotent; also covers streams that were never iterated (their own cleanup never ran).
-        for request_id in self.request_ids:
+        plain_ids = [switch.plain_id for switch in self.switches.values() if switch.plain_id is not None]
+        for request_id in self.request_ids + plain_ids:
             self.serving.batcher.abort(request_id)
 
     def logprob_entry(self, event: TokenEvent) -> LogprobEntry | None:
@@ -171,7 +196,7 @@ async def _complete(run: _Run, request: Request) -> Response:
     except GenerationError as error:
         return error_response(424, str(error), "generation")
     build = build_chat_completion if run.job.chat else build_completion
-    return JSONResponse(build(run.job.meta, choices, run.job.prompt_tokens, run.job.logprobs))
+    return JSONResponse(build(run.job.meta, choices, run.prompt_tokens(), run.job.logprobs))
 
 
 async def _collect(run: _Run, sub: SubRequest, events: AsyncIterator[TokenEvent]) -> ChoiceOutput:
@@ -185,7 +210,7 @@ async def _collect(run: _Run, sub: SubRequest, events: AsyncIterator[TokenEvent]
             text = finished.generated_text
             if finished.finish_reason == "stop_sequence":
                 text = trim_at_stop(text, run.job.stops)
-            if run.job.tools is not None:
+            if run.job.tools is not None and not run.plain(sub):
                 return tool_choice_output(sub.index, text, finished.finish_reason, finished.generated_tokens,
                                           entries)
             return ChoiceOutput(index=sub.index, text=sub.prefix + text, generated_tokens=finished.generated_tokens,
@@ -216,13 +241,15 @@ async def _stream(run: _Run) -> AsyncIterator[bytes]:
             if opening is not None:
                 yield _sse(opening)
         async for sub, event in merged:
+            if run.plain(sub):  # the model picked no_tool: this choice is a text answer now
+                choices[sub.index].tools = None
             chunk = _event_chunk(job, choices[sub.index], event, run.logprob_entry(event))
             if chunk is not None:
                 yield _sse(chunk)
         if job.include_usage:
             completion_tokens = sum(choice.generated_tokens for choice in choices.values())
             yield _sse(build_usage_chunk(job.meta, "chat.completion.chunk" if job.chat else "text_completion",
-                                         job.prompt_tokens, completion_tokens))
+                                         run.prompt_tokens(), completion_tokens))
         yield b"data: [DONE]\n\n"
     except GenerationError as error:
         yield _sse({"error": str(error), "error_type": "generation"})
