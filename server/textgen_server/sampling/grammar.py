@@ -5,6 +5,14 @@ seen yet, so it stays right through chunked prefill, preemption (readmission rep
 whatever token the router fed. Tokens the grammar forbids get -inf before every other processor (TGI's order);
 when the grammar is complete only the end-of-sequence ids remain, so the sequence ends with EOS. Rows without a
 grammar are never touched, so free requests sample exactly as in a batch without constrained ones.
+
+Speculative decoding: the verify rows of one request ([last, c1..cK], shard/verify.py) share its GrammarState, in
+order, row i's history ending with c1..ci. The first row catches the matcher up with the committed tokens; each
+next row advances it through its candidate (while the grammar allows it) and is masked there; afterwards the
+matcher is rolled back to the committed tokens, and the next step consumes whichever candidates were accepted.
+A row behind a forbidden candidate keeps the mask before it: it can never be kept, since the row before it was
+masked so that its sampled token differs from that candidate. Proposals are cut to the grammar's valid prefix
+(`cut_candidates`), so on a well-formed step no candidate is refused here.
 """
 from __future__ import annotations
 
@@ -79,18 +87,24 @@ def apply_grammar_masks(scores: torch.Tensor, rows: list[GrammarRow]) -> torch.T
     constrained = [i for i, row in enumerate(rows) if row.grammar is not None]
     if not constrained:
         return scores
-    matchers = []
-    for i in constrained:
-        state = rows[i].grammar
-        assert state is not None
-        _catch_up(state, rows[i])
-        matchers.append(state.matcher)
     vocab_size = scores.shape[1]
-    bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab_size)  # [G, ceil(V / 32)] int32
+    bitmask = llguidance.torch.allocate_token_bitmask(len(constrained), vocab_size)  # [G, ceil(V / 32)] int32
+    committed: dict[int, tuple[GrammarState, int]] = {}  # per state: its matcher's committed token count
     # One row after the other on this thread (~0.1 ms each with a 32k vocabulary): llguidance's parallel executor
     # measured slower on 2 cores (4.8 vs 3.6 ms for 32 rows), and its worker threads compete with torch's.
-    for j, matcher in enumerate(matchers):
-        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, j)
+    for j, i in enumerate(constrained):
+        state = rows[i].grammar
+        assert state is not None
+        if id(state) not in committed:  # a request's first row: its committed tokens
+            _catch_up(state, rows[i])
+            committed[id(state)] = (state, state.num_consumed)
+        else:  # a later verify row of the same request: one candidate further
+            _advance_speculative(state, rows[i])
+        llguidance.torch.fill_next_token_bitmask(state.matcher, bitmask, j)
+    for state, num_committed in committed.values():
+        if state.num_consumed > num_committed:
+            state.matcher.rollback(state.num_consumed - num_committed)
+            state.num_consumed = num_committed
     allowed = unpack_bitmask(bitmask, vocab_size).to(scores.device)  # [G, V] bool
     if len(constrained) == len(rows):  # every row constrained: one masked_fill, no gather/scatter
         return scores.masked_fill(~allowed, float("-inf"))
@@ -115,3 +129,20 @@ def _catch_up(state: GrammarState, row: GrammarRow) -> None:
     if pending:
         state.matcher.consume_tokens(pending)  # a forbidden token puts the matcher in error: EOS only from then
         state.num_consumed = len(generated)
+
+
+def _advance_speculative(state: GrammarState, row: GrammarRow) -> None:
+    """Consume the row's candidates beyond what the matcher has seen, up to the first one the grammar refuses."""
+    pending = row.history[row.num_prompt_tokens + state.num_consumed:]
+    if pending and not state.matcher.is_error():
+        state.num_consumed += state.matcher.try_consume_tokens(pending)
+
+
+def cut_candidates(state: GrammarState, row: GrammarRow, next_token: int, candidates: list[int]) -> list[int]:
+    """The longest prefix of `candidates` the grammar allows after the row's history and `next_token` (the token
+    just sampled, not yet in the history); the matcher is left as it was."""
+    if not candidates or state.matcher.is_error():
+        return []
+    pending = [*row.history[row.num_prompt_tokens + state.num_consumed:], next_token]
+    num_valid = state.matcher.validate_tokens(pending + candidates)
+    return candidates[: max(0, num_valid - len(pending))]

@@ -18,11 +18,10 @@ from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
 from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
 from textgen_server.sampling import RequestState, sample_batch
-from textgen_server.sampling.grammar import GrammarFactory
+from textgen_server.sampling.grammar import GrammarFactory, cut_candidates
 from textgen_server.shard.errors import InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.verify import accept, expand_rows
-from textgen_server.speculation.config import allows_speculation
 from textgen_server.speculation.proposer import Proposer, build_proposer
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
 
@@ -135,10 +134,11 @@ class ModelRunner:
             state.history.extend(g.token.id for g in group[:-1])  # accepted candidates are now real tokens
         if self.proposer is None:
             return [g for group in kept for g in group]
-        wanted = [i for i, state in enumerate(states) if allows_speculation(state.params)]
-        proposals = self.proposer.propose([[*states[i].history, kept[i][-1].token.id] for i in wanted],
-                                          sample_hidden[[last_rows[i] for i in wanted]])
-        for i, candidates in zip(wanted, proposals):
+        histories = [[*state.history, group[-1].token.id] for state, group in zip(states, kept)]
+        proposals = self.proposer.propose(histories, sample_hidden[last_rows])
+        for i, (state, candidates) in enumerate(zip(states, proposals)):
+            if state.grammar is not None:  # only candidates the grammar allows (sampling/grammar.py)
+                candidates = cut_candidates(state.grammar, state, kept[i][-1].token.id, candidates)
             kept[i][-1] = dataclasses.replace(kept[i][-1], speculative_ids=candidates)
         return [g for group in kept for g in group]
 

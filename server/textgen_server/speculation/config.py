@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textgen_server.protocol import SamplingParams
 
 MEDUSA_WEIGHTS = "medusa_lm_head.safetensors"
 MAX_SPECULATE = 16  # candidates per step; beyond it the verify pass costs more than it can save
@@ -85,14 +84,6 @@ def plan_speculation(model_dir: Path, speculate: int | None) -> SpeculationPlan:
     if speculate == 0:
         return SpeculationPlan("off", 0)
     return SpeculationPlan("medusa", speculate, medusa)
-
-
-def allows_speculation(params: SamplingParams) -> bool:
-    """Whether a request may get candidates. Every sampling parameter is verified exactly (the verify step runs
-    the full sampler at each position), so all requests may; a per-request logits processor whose state cannot
-    be advanced per position (e.g. a grammar) must opt its requests out here: a grammar's matcher follows the
-    request's committed tokens only (sampling/grammar.py), so a constrained request gets no candidates."""
-    return not params.grammar
 
 
 def check_medusa_heads(medusa: MedusaConfig, hidden_size: int, vocab_size: int) -> None:
