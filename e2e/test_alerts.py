@@ -6,6 +6,8 @@ Alertmanager here).
 
 - An overload (concurrent streams on a real TGS with batches of one, through its Ready pods as kube-proxy would
   route them) fires TextgenQueueSaturated with the TGS's namespace and name; when the load stops it resolves.
+  The TGS is autoscaled with maxReplicas 1 (its HPA can never add a pod), so the same load also fires
+  TextgenAutoscalerAtMax, from the operator's gauges joined with the pods' queue.
 - A TGS whose launcher refuses an argument crash-loops: the operator's Degraded condition gauge fires
   TextgenDegraded, its summary naming the reason (CrashLoopBackOff).
 """
@@ -35,7 +37,8 @@ STREAMS = 6
 # The chart's values for this run: the same rules as the committed file, shorter waits.
 TEST_VALUES = (f"prometheusRule.rules.queueSaturated.threshold={QUEUE_THRESHOLD}",
                "prometheusRule.rules.queueSaturated.for=6s", "prometheusRule.rules.degraded.for=4s",
-               "prometheusRule.rateWindow=30s")
+               f"prometheusRule.rules.autoscalerAtMax.queueThreshold={QUEUE_THRESHOLD}",
+               "prometheusRule.rules.autoscalerAtMax.for=6s", "prometheusRule.rateWindow=30s")
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +78,12 @@ def firing(name: str, **labels: str) -> dict[str, Any] | None:
     return next((a for a in active_alerts(name, **labels) if a["state"] == "firing"), None)
 
 
-def loaded_tgs(name: str) -> str:
+def loaded_tgs(name: str, **spec: Any) -> str:
     """The CPU example on real pods (tiny llama), batches of one: every further stream waits in the queue."""
     body = yaml.safe_load((REPO_ROOT / "crds" / "examples" / "smollm2-cpu.yaml").read_text())
     body["metadata"]["name"] = name
     body["spec"]["limits"]["maxBatchSize"] = 1
+    body["spec"].update(spec)
     return str(yaml.safe_dump(on_real_pods(body, tiny_model("llama"))))
 
 
@@ -101,29 +105,34 @@ def test_rules_load_and_every_alert_is_evaluated_healthy(alert_rules: list[dict[
 def test_overload_fires_queue_saturated_and_it_resolves(metrics_pipeline: Cluster, alert_rules: list[dict[str, Any]],
                                                         scraped_operator: Operator, namespace: str) -> None:
     cluster, name = metrics_pipeline, "busy"
-    apply_yaml(cluster, loaded_tgs(name), namespace)
+    at_max = {"minReplicas": 1, "maxReplicas": 1, "metric": {"type": "QueueAndBatchSize", "averageValue": "1"}}
+    apply_yaml(cluster, loaded_tgs(name, autoscaling=at_max), namespace)
     wait_ready(cluster, namespace, name, 1, timeout=240)
     mine = {"namespace": namespace, "textgen_dev_service": name}
     # Scraped and idle: the pod's queue is known (0), and no alert.
     wait_for(lambda: prometheus_query(f'tgi_queue_size{{namespace="{namespace}",textgen_dev_service="{name}"}}')
              or None, 30, "tgi_queue_size of the TGS's pod in Prometheus")
     assert not active_alerts("TextgenQueueSaturated", **mine)
+    assert not active_alerts("TextgenAutoscalerAtMax", **mine)
     with ReadyPods(cluster.api_client(), namespace, f"app.kubernetes.io/instance={name}") as ready, \
             Load(ready, max_new_tokens=64) as load:
         start = time.monotonic()
         load.set_concurrency(STREAMS)
         alert = wait_for(lambda: firing("TextgenQueueSaturated", **mine), 90, "TextgenQueueSaturated firing")
         fired = time.monotonic() - start
+        at_max_alert = wait_for(lambda: firing("TextgenAutoscalerAtMax", **mine), 60, "TextgenAutoscalerAtMax firing")
         load.set_concurrency(0)
         stop = time.monotonic()
-        wait_for(lambda: not active_alerts("TextgenQueueSaturated", **mine), 120,
-                 "TextgenQueueSaturated resolved after the load stopped")
+        wait_for(lambda: not active_alerts("TextgenQueueSaturated", **mine)
+                 and not active_alerts("TextgenAutoscalerAtMax", **mine), 120,
+                 "TextgenQueueSaturated and TextgenAutoscalerAtMax resolved after the load stopped")
         resolved = time.monotonic() - stop
     assert load.summary().failed == 0, load.summary().reasons
     assert alert["labels"]["severity"] == "warning", alert
     assert float(alert["value"]) > QUEUE_THRESHOLD, alert
     assert alert["annotations"]["summary"].startswith(f"TGS {namespace}/{name}: "), alert
     assert alert["annotations"]["runbook_url"].endswith("alerts.md#textgenqueuesaturated"), alert
+    assert at_max_alert["annotations"]["summary"] == f"TGS {namespace}/{name}: autoscaler at maxReplicas (1) with a queue"
     print(f"\nload of {STREAMS} streams -> TextgenQueueSaturated firing in {fired:.1f} s (for: 6s); load stopped ->"
           f" resolved in {resolved:.1f} s")
 
