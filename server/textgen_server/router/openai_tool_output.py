@@ -2,7 +2,8 @@
 
 Both paths run the same ToolStream (grammar/tools.py) over the same text, so a streamed answer's deltas add up
 to the non-streamed message. A call that the grammar completed (EOS) ends with finish_reason "tool_calls"; a call
-cut by max_tokens keeps "length" and its partial arguments; a `no_tool` answer is plain content.
+cut by max_tokens keeps "length" and its partial arguments. A choice that picked `no_tool` never gets here: it
+is answered as plain text (router/openai_no_tool.py).
 """
 from __future__ import annotations
 
