@@ -11,7 +11,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$root/charts/textgen-operator"
 target="$chart/files/alerts/textgen-alerts.rules.yaml"
-python=${PYTHON:-$root/.venv/bin/python}
+# PyYAML: the checkout's venv (hack/python-env.sh links .venv), else the python on PATH (hack/test.sh puts the venv there).
+python=${PYTHON:-$root/.venv/bin/python}; [ -x "$python" ] || python=python3
 mode=write out=$target sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
