@@ -46,8 +46,9 @@ def alert_rules(metrics_pipeline: Cluster) -> Iterator[list[dict[str, Any]]]:
     """The rules rendered into <cluster dir>/prometheus-rules/ and loaded (POST /-/reload); removed after."""
     path = metrics_pipeline.state_dir / "prometheus-rules" / "textgen-alerts.yaml"
     sets = [arg for value in TEST_VALUES for arg in ("--set", value)]
-    subprocess.run([str(REPO_ROOT / "hack" / "sync-alerts.sh"), "--out", str(path), *sets], check=True,
-                   capture_output=True, timeout=120)
+    proc = subprocess.run([str(REPO_ROOT / "hack" / "sync-alerts.sh"), "--out", str(path), *sets],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"hack/sync-alerts.sh failed: {proc.stderr}"
     reload_prometheus()
     try:
         groups = wait_for(lambda: [g for g in prometheus_get("/api/v1/rules")["groups"] if str(g["file"]) == str(path)]
