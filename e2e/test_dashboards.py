@@ -70,7 +70,9 @@ def empty_panels(variables: dict[str, str]) -> list[str]:
     empty = []
     for name, dashboard in load_dashboards().items():
         for query in panel_queries(name, dashboard):
-            expr = render(query.expr, variables, rate_interval="1m")
+            # 2 m: the window reaches back over the whole load and the TGS's last reconciles (Grafana's own
+            # $__rate_interval is about 1 m for an hour's range at 15 s scrapes).
+            expr = render(query.expr, variables, rate_interval="2m")
             if not finite_values(prometheus_query(expr)):
                 empty.append(f"{name} / {query.panel} / {query.ref_id}: {expr}")
     return empty
