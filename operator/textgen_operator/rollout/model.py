@@ -16,6 +16,8 @@ class PodView:
     terminating: bool          # deletionTimestamp set: out of the Service's endpoints, draining
     age_seconds: float         # since the pod was created
     failure: str | None = None  # a failing container in words (crash loop, config error), else None
+    exits: int | None = None    # with a crash-loop failure: how often that container exited (None: a failure that
+                                # is no exit, e.g. a config or image error, which no restart fixes)
 
 
 @dataclass(frozen=True)

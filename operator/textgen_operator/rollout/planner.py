@@ -10,8 +10,8 @@ Invariants (each is a test in tests/rollout/):
 - an old pod that is Ready is deleted only while the Ready pods left stay >= spec.replicas - maxUnavailable
   (terminating pods are not Ready: they left the Service's endpoints);
 - nothing is deleted before the StatefulSet controller has seen the template of the target revision;
-- a target revision whose pods fail (a crash loop, a configuration error) or stay unready past
-  warmupTimeoutSeconds is recorded as failed; with autoRollback the last good revision becomes the target again
+- a target revision whose pods fail (a container that exited FAILED_AFTER_EXITS times, a configuration error)
+  or stay unready past warmupTimeoutSeconds is recorded as failed; with autoRollback the last good revision becomes the target again
   (its pods are still serving), without it the rollout stops where it is; a failed revision is not tried again
   until the spec builds a different one;
 - paused: no pod is deleted;
@@ -22,6 +22,13 @@ from __future__ import annotations
 
 from textgen_operator.rollout.model import Plan, PodView, RolloutInput
 from textgen_operator.rollout.words import describe
+
+# A new revision's container must exit this often before the revision counts as failed. A fault of the revision
+# (a flag the server refuses, a model it cannot load) repeats at every start, so 3 exits cost two more starts
+# and one 10 s back-off over giving up at the first; a one-off (an OOM kill at a burst, a liveness timeout at
+# load, a node hiccup) does not roll a good revision back. Errors no restart fixes (config, image) fail at once,
+# and a pod that never gets Ready fails at warmupTimeoutSeconds whatever its exits.
+FAILED_AFTER_EXITS = 3
 
 
 def _target(inp: RolloutInput, failed: str | None) -> str:
@@ -41,7 +48,7 @@ def detect_failure(inp: RolloutInput, target: str) -> str | None:
     for pod in sorted(inp.pods, key=lambda p: p.name):
         if pod.terminating or pod.revision != target:
             continue
-        if pod.failure is not None:
+        if pod.failure is not None and (pod.exits is None or pod.exits >= FAILED_AFTER_EXITS):
             return f"pod {pod.name}: {pod.failure}"
         if not pod.ready and pod.age_seconds > timeout:
             return (f"pod {pod.name} is not Ready {pod.age_seconds:.0f} s after it was created "

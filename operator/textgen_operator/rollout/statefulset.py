@@ -12,7 +12,7 @@ from typing import Any
 
 from textgen_operator import GROUP
 from textgen_operator.names import ANNOTATION_TEMPLATE_HASH, Body
-from textgen_operator.pod_health import container_failure, parse_time, pod_is_ready
+from textgen_operator.pod_health import CRASH_LOOP, container_failure, parse_time, pod_is_ready
 from textgen_operator.rollout.model import Plan, PodView, Recorded, RolloutSpec
 from textgen_operator.spec import tgs_spec
 
@@ -44,17 +44,33 @@ def _ordinal(name: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+def _exits(status: Body) -> int:
+    """How often a container exited: its restarts, plus the exit it has not been restarted from yet."""
+    return int(status.get("restartCount", 0)) + (0 if "running" in status.get("state", {}) else 1)
+
+
+def _failure(name: str, status: Body) -> tuple[str | None, int | None]:
+    """The pod's failing container in words, and its exits when it is a crash loop (None: a failure no restart
+    fixes, e.g. a config or image error; those come first)."""
+    failures = [(f, s) for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", [])
+                if (f := container_failure(name, s)) is not None]
+    fatal = [f for f, _ in failures if f.reason != CRASH_LOOP]
+    if fatal:
+        return fatal[0].describe(), None
+    crashes = sorted(((_exits(s), f) for f, s in failures), key=lambda c: -c[0])
+    return (crashes[0][1].describe(), crashes[0][0]) if crashes else (None, None)
+
+
 def pod_view(pod: Body, now: float) -> PodView:
     meta, status = pod["metadata"], pod.get("status", {})
     created = parse_time(meta.get("creationTimestamp"))
-    failures = [f for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", [])
-                if (f := container_failure(meta["name"], s)) is not None]
+    failure, exits = _failure(meta["name"], status)
     return PodView(name=meta["name"], uid=str(meta.get("uid", "")), ordinal=_ordinal(meta["name"]),
                    revision=meta.get("annotations", {}).get(ANNOTATION_TEMPLATE_HASH),
                    ready=pod_is_ready(pod) and not meta.get("deletionTimestamp"),
                    terminating=bool(meta.get("deletionTimestamp")),
                    age_seconds=max(0.0, now - created.timestamp()) if created else 0.0,
-                   failure=failures[0].describe() if failures else None)
+                   failure=failure, exits=exits)
 
 
 def pod_views(pods: list[Body], now: float) -> tuple[PodView, ...]:
