@@ -79,6 +79,8 @@ def test_every_variable_used_is_defined_before_use(path: pathlib.Path) -> None:
         if variable["type"] == "query":
             assert variable["datasource"]["uid"] == "${datasource}"
             assert re.fullmatch(r"label_values\(.+, \w+\)", variable["definition"]), variable["definition"]
+            # The classic query string (Grafana migrates it into its editor's form); definition is what it shows.
+            assert variable["query"] == variable["definition"], variable["name"]
         defined.append(variable["name"])
     for title, target in targets(board):
         used = {a or b for a, b in VARIABLE.findall(target["expr"])} - {"__rate_interval"}
