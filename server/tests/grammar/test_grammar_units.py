@@ -92,7 +92,7 @@ def test_tool_plans_follow_tool_choice() -> None:
 @pytest.mark.parametrize(("tools", "choice", "fragment"), [
     (None, "required", "needs `tools`"),
     (TOOLS, {"type": "function", "function": {"name": "x"}}, "'x', which is not in `tools`"),
-    (TOOLS, "sometimes", "`tool_choice` must be"),
+    (TOOLS, 17, "`tool_choice` must be"),
     ([ADD_TOOL, ADD_TOOL], "auto", "duplicate function names ['add']"),
     ([{"type": "retrieval"}], "auto", "only functions are supported"),
     ([{"type": "function", "function": {"name": "no tool"}}], "auto", "must be 1-64 characters"),

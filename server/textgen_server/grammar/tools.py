@@ -103,12 +103,14 @@ def _function_of(tool: Any, index: int) -> dict[str, Any]:
 
 
 def _named_choice(choice: Any) -> str:
+    if isinstance(choice, str):  # TGI's extension: any other string names a function
+        return choice
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
         if isinstance(name, str):
             return name
-    raise ToolError(f'`tool_choice` must be "none", "auto", "required" or {{"type": "function", "function": '
-                    f'{{"name": ...}}}}, got {choice!r}')
+    raise ToolError(f'`tool_choice` must be "none", "auto", "required", a function name or {{"type": "function", '
+                    f'"function": {{"name": ...}}}}, got {choice!r}')
 
 
 @dataclass

@@ -89,7 +89,8 @@ def build_completion_job(body: CompletionRequest, tokenizer: Any, limits: Limits
             raise ValidationError(f"`prompt` {prompt_index} is empty; send at least one character of text")
         prompt_ids = list(tokenizer(prompt)["input_ids"])
         prompt_tokens += len(prompt_ids)
-        parameters = build_choice_parameters(body, completion_max_tokens(body), body.logprobs, rng)
+        parameters = [p.model_copy(update={"repetition_penalty": body.repetition_penalty})
+                      for p in build_choice_parameters(body, completion_max_tokens(body), body.logprobs, rng)]
         subs += [SubRequest(prompt_index * body.n + j, _validate(p, prompt_ids, limits),
                             prompt if body.echo else "") for j, p in enumerate(parameters)]
     return Job(chat=False, meta=meta, subs=subs, prompt_tokens=prompt_tokens, stops=_stops(body),

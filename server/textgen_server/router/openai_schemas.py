@@ -64,6 +64,10 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: str | dict[str, Any] | None = None     # "none" | "auto" (default with tools) | "required" | named
     tool_prompt: str | None = None                      # TGI's extension: the instruction after the tools
     response_format: dict[str, Any] | None = None       # text | json_object | json_schema (router/grammar_routes.py)
+    # At most one call per choice is generated (as TGI), which both values allow: true permits parallel calls.
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None                  # OpenAI's deprecated form of `tools`: 422
+    function_call: str | dict[str, Any] | None = None   # OpenAI's deprecated form of `tool_choice`: 422
 
 
 class CompletionRequest(SamplingRequest):
@@ -72,6 +76,7 @@ class CompletionRequest(SamplingRequest):
     echo: bool = False
     suffix: str | None = None                  # not supported: 422
     best_of: int | None = None                 # only 1 (or n): 422 otherwise
+    repetition_penalty: float | None = None    # TGI's extension of /v1/completions (TGI's `repetition_penalty`)
 
 
 class Usage(BaseModel):

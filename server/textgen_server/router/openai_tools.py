@@ -22,6 +22,10 @@ _TOOLS_VARIABLE = re.compile(r"\btools\b")
 
 def chat_tool_plan(body: Any) -> ToolPlan | None:
     """The tool plan of a ChatCompletionRequest (None: no tool may be called); ValidationError when refused."""
+    for legacy, current in (("functions", "tools"), ("function_call", "tool_choice")):
+        if getattr(body, legacy, None) is not None:
+            raise ValidationError(f"`{legacy}` is OpenAI's deprecated form and is not supported; send `{current}` "
+                                  'instead (tools=[{"type": "function", "function": {"name", "parameters"}}])')
     try:
         plan = build_tool_plan(body.tools, body.tool_choice)
     except ToolError as error:
