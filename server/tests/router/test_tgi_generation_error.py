@@ -69,3 +69,28 @@ def test_a_failing_shard_step_is_a_424_generation_error(tiny_llama_dir: Path, pa
         assert response.status_code == 200
         body = json.loads(response.text.strip().splitlines()[-1][len("data:"):])
     assert body["error_type"] == "generation" and "device-side assert" in body["error"]
+
+
+@pytest.mark.parametrize(("path", "stream", "status"), [("/generate", True, 422), ("/generate_stream", False, 422),
+                                                        ("/generate", False, 424), ("/generate_stream", True, 200)])
+def test_a_stream_field_that_contradicts_the_route_is_refused(tiny_llama_dir: Path, path: str, stream: bool,
+                                                              status: int) -> None:
+    """TGI ignores `stream` on these routes; here a contradicting one is a 422 naming the route to use (a matching
+    one goes on to the shard, which fails here: 424 or an error event)."""
+    async def scenario() -> httpx.Response:
+        state = RouterState()
+        state.serving = _serving(AutoTokenizer.from_pretrained(tiny_llama_dir))
+        state.phase = Phase.READY
+        loop = asyncio.create_task(state.serving.batcher.run())
+        try:
+            transport = httpx.ASGITransport(app=build_app(state))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.post(path, json={"inputs": "hello", "stream": stream,
+                                                     "parameters": {"max_new_tokens": 3}})
+        finally:
+            loop.cancel()
+
+    response = asyncio.run(scenario())
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert f"`stream` {str(stream).lower()} does not fit this route" in response.json()["error"]

@@ -104,6 +104,11 @@ def build_simple_tokens(tokenizer: Any, inputs: str) -> list[SimpleToken]:
 def _validate(serving: Serving, body: GenerateRequest, streaming: bool) -> ValidRequest:
     if not body.inputs:
         raise ValidationError("`inputs` cannot be empty: send at least one character of text")
+    # TGI ignores a `stream` sent here; a client expecting the other kind of answer would be misled.
+    if "stream" in body.model_fields_set and body.stream != streaming:
+        fix = ("/generate answers with one body: use /generate_stream (or POST /) to stream" if body.stream
+               else "/generate_stream always streams: use /generate (or POST /) for one body")
+        raise ValidationError(f"`stream` {str(body.stream).lower()} does not fit this route; {fix}")
     if streaming and (body.parameters.best_of or 1) > 1:
         raise ValidationError("`best_of` != 1 is not allowed for this endpoint: use /generate for best_of")
     if streaming and body.parameters.decoder_input_details:

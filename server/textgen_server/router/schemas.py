@@ -46,7 +46,7 @@ class GenerateRequest(BaseModel):
 
     inputs: str
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
-    stream: bool = False
+    stream: bool = False   # POST /: which answer; /generate(_stream): when sent, it must match the route
 
 
 class Token(BaseModel):
