@@ -61,3 +61,29 @@ def test_a_tokenizer_without_template_points_to_the_other_routes() -> None:
     with pytest.raises(ValidationError) as raised:
         render_chat_prompt(tokenizer, messages({"role": "user", "content": "hi"}))
     assert "/v1/completions" in str(raised.value)
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+TOOL_TURNS = [{"role": "user", "content": "1+2?"}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+              {"role": "tool", "content": "3", "tool_call_id": "call_1", "name": "add"}]
+
+
+def test_tool_turns_without_template_support_carry_the_calls_as_json_text(tokenizer: Any) -> None:
+    # The tiny template renders role and content only: the call goes into the content, as TGI renders it.
+    text = render_chat_prompt(tokenizer, messages(*TOOL_TURNS))
+    assert '<|assistant|>[{"id": "call_1", "type": "function", "function": {"name": "add", "arguments": ' in text
+    assert "<|tool|>3<|end|>" in text
+
+
+def test_tool_turns_reach_a_template_that_renders_them(tokenizer: Any) -> None:
+    template = ("{% for m in messages %}[{{ m.role }}{% if m.name %} {{ m.name }}{% endif %}"
+                "{% if m.tool_call_id %} for {{ m.tool_call_id }}{% endif %}]{{ m.content }}"
+                "{% for c in m.tool_calls or [] %}CALL {{ c.function.name }} {{ c.function.arguments.b }}{% endfor %}"
+                "{% endfor %}")
+    tokenizer.chat_template, saved = template, tokenizer.chat_template
+    try:
+        text = render_chat_prompt(tokenizer, messages(*TOOL_TURNS))
+    finally:
+        tokenizer.chat_template = saved
+    # Arguments arrive as an object (c.function.arguments.b), and nothing is duplicated into the content.
+    assert text == "[user]1+2?[assistant]CALL add 2[tool add for call_1]3"

@@ -4,9 +4,15 @@ The template is the tokenizer's (`chat_template` in tokenizer_config.json), rend
 `add_generation_prompt=True` so the model continues as the assistant. The rendered text is tokenized without
 adding special tokens, as transformers' `apply_chat_template(tokenize=True)` and vLLM do: templates write BOS
 themselves when the model wants one, and adding it again would double it.
+
+A conversation that used tools reaches the template whole: `name` and `tool_call_id` as message keys, and an
+assistant turn's `tool_calls` as the template's own `tool_calls` (arguments as an object, as transformers' chat
+format has them) when the template renders them, else as JSON text in the turn's content (TGI's rendering).
 """
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Protocol
 
 from textgen_server.grammar.tools import ToolPlan
@@ -25,12 +31,40 @@ class ChatTokenizer(Protocol):
     def __call__(self, text: str, add_special_tokens: bool = ...) -> Any: ...
 
 
-def build_template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """Plain dicts for the template: content parts joined into one string (text parts only)."""
+_TOOL_CALLS_VARIABLE = re.compile(r"\btool_calls\b")
+
+
+def build_template_messages(messages: list[ChatMessage], chat_template: str = "") -> list[dict[str, Any]]:
+    """Plain dicts for the template: content parts joined into one string (text parts only), tool turns kept."""
     if not messages:
         raise ValidationError("`messages` must contain at least one message")
-    return [{"role": message.role, "content": _content_text(message, index)}
-            for index, message in enumerate(messages)]
+    native_calls = bool(_TOOL_CALLS_VARIABLE.search(chat_template))
+    return [_template_message(message, index, native_calls) for index, message in enumerate(messages)]
+
+
+def _template_message(message: ChatMessage, index: int, native_calls: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"role": message.role, "content": _content_text(message, index)}
+    for key in ("name", "tool_call_id"):
+        if getattr(message, key) is not None:
+            entry[key] = getattr(message, key)
+    if message.tool_calls:
+        if native_calls:
+            entry["tool_calls"] = [_template_call(call) for call in message.tool_calls]
+        else:
+            entry["content"] += json.dumps(message.tool_calls, ensure_ascii=False)
+    return entry
+
+
+def _template_call(call: dict[str, Any]) -> dict[str, Any]:
+    # OpenAI sends `arguments` as JSON text; templates expect the object (they render it with tojson).
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments)
+        except json.JSONDecodeError:
+            pass  # not JSON: the template gets the text the client sent
+    return {**call, "function": function}
 
 
 def render_chat_prompt(tokenizer: ChatTokenizer, messages: list[ChatMessage], tools: ToolPlan | None = None,
@@ -40,7 +74,7 @@ def render_chat_prompt(tokenizer: ChatTokenizer, messages: list[ChatMessage], to
     if not getattr(tokenizer, "chat_template", None):
         raise ValidationError("this model's tokenizer has no chat template, so /v1/chat/completions cannot build "
                               "a prompt; send the prompt text to /v1/completions or /generate instead")
-    conversation, extra = build_template_messages(messages), dict[str, Any]()
+    conversation, extra = build_template_messages(messages, str(tokenizer.chat_template)), dict[str, Any]()
     if tools is not None:
         conversation, extra = with_tools(conversation, tools, tool_prompt, str(tokenizer.chat_template))
     try:

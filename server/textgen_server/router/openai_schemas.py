@@ -25,6 +25,8 @@ class ChatMessage(BaseModel):
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None   # an assistant turn that called functions (router/chat.py)
+    tool_call_id: str | None = None                  # a `tool` turn: the call it answers
 
 
 class StreamOptions(BaseModel):
