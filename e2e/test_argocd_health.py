@@ -71,6 +71,8 @@ def test_health_follows_a_real_tgs_through_its_states(cluster: Cluster, operator
                    is_("Degraded", "RolledBack"), 240)
         assert seq[0] == "Progressing" and "Healthy" not in seq, watch.seen
         assert "unrecognized arguments: --no-such-flag" in str(watch.latest())
+        # The refused revision's crash-looping surge pod goes away before the next change (else Degraded there).
+        wait_for(lambda: get_tgs(cluster, namespace, NAME)["status"].get("replicas") == 1, 120, "the surge pod gone")
 
         seq = step(cluster, namespace, watch, "fixed", health_tgs(**FIXED), is_("Progressing", "WarmingUp"), 120)
         assert seq == ["Progressing"], watch.seen
