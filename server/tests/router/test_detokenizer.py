@@ -44,3 +44,48 @@ def test_flush_returns_an_unfinished_character_as_replacement(tokenizer) -> None
     detok = IncrementalDetokenizer.after_prompt(tokenizer, [])
     assert detok.push(generated[0]) == ""
     assert REPLACEMENT_CHAR in detok.flush()
+
+
+def test_backend_decoder_gives_the_tokenizers_text_for_every_window(tokenizer) -> None:
+    from textgen_server.router.detokenizer import _BackendDecoder, backend_decoder
+
+    decoder = backend_decoder(tokenizer)
+    assert isinstance(decoder, _BackendDecoder), "the test tokenizer should take the fast path"
+    ids = tokenizer(" ".join(TEXTS))["input_ids"] + [tokenizer.eos_token_id]
+    for start in range(len(ids)):
+        for stop in range(start, min(len(ids), start + 8) + 1):
+            for skip in (False, True):
+                assert decoder.decode(ids[start:stop], skip_special_tokens=skip) == \
+                    tokenizer.decode(ids[start:stop], skip_special_tokens=skip)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_detokenizer_on_the_backend_decoder_emits_the_same_pieces(tokenizer, text: str) -> None:
+    from textgen_server.router.detokenizer import backend_decoder
+
+    prompt = tokenizer("Once upon a time")["input_ids"]
+    generated = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    runs = []
+    for decoder in (tokenizer, backend_decoder(tokenizer)):
+        detok = IncrementalDetokenizer.after_prompt(decoder, prompt)
+        runs.append([detok.push(token_id) for token_id in generated] + [detok.flush()])
+    assert runs[0] == runs[1]
+
+
+def test_backend_decoder_keeps_the_tokenizer_when_its_wrapper_changes_the_text(tokenizer) -> None:
+    # With clean-up on, transformers' decode may post-process the text: the shortcut would differ, so none.
+    import copy
+
+    from textgen_server.router.detokenizer import backend_decoder
+
+    cleaning = copy.deepcopy(tokenizer)
+    cleaning.clean_up_tokenization_spaces = True
+    assert backend_decoder(cleaning) is cleaning
+
+    class Custom(type(tokenizer)):  # type: ignore[misc]
+        def decode(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return "custom"
+
+    custom = copy.deepcopy(tokenizer)
+    custom.__class__ = Custom
+    assert backend_decoder(custom) is custom

@@ -10,7 +10,7 @@ that SentencePiece-style tokenizers drop at the start of a decode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 REPLACEMENT_CHAR = "\ufffd"
 # Prompt tokens used as left context on the first decode (enough for any merge that spans the boundary).
@@ -21,6 +21,34 @@ class Decoder(Protocol):
     """What we need from a tokenizer: transformers' `decode` has this shape."""
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+@dataclass(frozen=True)
+class _BackendDecoder:
+    """The Rust tokenizer's own decode, without transformers' per-call Python wrapper (see backend_decoder)."""
+
+    backend: Any   # tokenizers.Tokenizer
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = False) -> str:
+        return str(self.backend.decode(token_ids, skip_special_tokens=skip_special_tokens))
+
+
+def backend_decoder(tokenizer: Any) -> Decoder:
+    """A decoder that gives exactly `tokenizer.decode`'s text at less cost per call, else `tokenizer` itself.
+
+    The router decodes a few ids twice per generated token; transformers' `decode` spends more time in its Python
+    wrapper (argument conversion, the clean-up step's checks) than the Rust tokenizer spends decoding them (py-spy,
+    server/docs/performance.md). The shortcut is taken only where the wrapper adds nothing to the text: a fast
+    tokenizer whose `decode`/`_decode` are transformers' own and whose clean-up of tokenization spaces is off."""
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    backend = getattr(tokenizer, "_tokenizer", None)
+    exact = (isinstance(tokenizer, TokenizersBackend) and backend is not None
+             and type(tokenizer).decode is PreTrainedTokenizerBase.decode
+             and type(tokenizer)._decode is TokenizersBackend._decode
+             and not tokenizer.clean_up_tokenization_spaces)
+    return _BackendDecoder(backend) if exact else tokenizer
 
 
 @dataclass

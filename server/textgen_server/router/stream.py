@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from textgen_server.protocol import Generation
-from textgen_server.router.detokenizer import IncrementalDetokenizer
+from textgen_server.router.detokenizer import IncrementalDetokenizer, backend_decoder
 from textgen_server.router.schemas import Token
 from textgen_server.router.stop import StopSequenceMatcher
 from textgen_server.router.validation import ValidRequest
@@ -57,7 +57,7 @@ class RequestOutput:
     @classmethod
     def start(cls, request: ValidRequest, tokenizer: Tokenizer) -> "RequestOutput":
         return cls(request=request, tokenizer=tokenizer, special_ids=frozenset(tokenizer.all_special_ids),
-                   detokenizer=IncrementalDetokenizer.after_prompt(tokenizer, request.prompt_ids),
+                   detokenizer=IncrementalDetokenizer.after_prompt(backend_decoder(tokenizer), request.prompt_ids),
                    stop=StopSequenceMatcher(request.stop_sequences))
 
     def push(self, generation: Generation, engine_finish: str | None) -> TokenEvent:

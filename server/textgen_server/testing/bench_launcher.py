@@ -20,17 +20,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def launcher_process(model_dir: Path, extra: list[str], workdir: Path,
-                     name: str = "launcher") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def launcher_process(model_dir: Path, extra: list[str], workdir: Path, name: str = "launcher",
+                     env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A healthy launcher serving `model_dir` on a free local port: yields its base URL and process (for
-    measuring its shards); SIGTERM on exit."""
+    measuring its shards); SIGTERM on exit. `env`: the process's whole environment (default: this one's)."""
     port = free_port()
     log_path = workdir / f"{name}.log"
     command = [str(Path(sys.executable).parent / "textgen-launcher"), "--model-id", str(model_dir), "--hostname",
                "127.0.0.1", "--port", str(port), "--shard-uds-path", str(workdir / f"{name}-shard"),
                "--max-concurrent-requests", "1024", *extra]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, base_url, 900, log_path.read_text, poll_seconds=0.5)
