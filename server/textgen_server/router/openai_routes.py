@@ -31,6 +31,7 @@ from textgen_server.router.batcher import GenerationError
 from textgen_server.router.grammar_routes import chat_grammar, prepare_grammar
 from textgen_server.grammar.tools import ToolStream
 from textgen_server.router.openai_jobs import Job, SubRequest, build_chat_job, build_completion_job
+from textgen_server.router.openai_merge import merge_choice_streams
 from textgen_server.router.openai_no_tool import NoToolSwitch
 from textgen_server.router.openai_responses import (
     ChoiceOutput,
@@ -234,7 +235,7 @@ async def _stream(run: _Run) -> AsyncIterator[bytes]:
     choices = {sub.index: _ChoiceStream(sub, StreamText(job.stops), offset=len(sub.prefix),
                                         tools=new_tool_stream(sub.index) if job.tools is not None else None)
                for sub in job.subs}
-    merged = _merge(job.subs, run.streams)
+    merged = merge_choice_streams(job.subs, run.streams)
     try:
         for sub in job.subs:
             opening = _opening_chunk(job, sub)
@@ -293,39 +294,6 @@ def _event_chunk(job: Job, choice: _ChoiceStream, event: TokenEvent, entry: Logp
     logprobs = build_completion_logprobs([entry], choice.offset) if entry else None
     choice.offset += len(entry.piece) if entry else 0
     return build_completion_chunk(job.meta, index, text, logprobs, reason, job.include_usage)
-
-
-async def _merge(subs: list[SubRequest], streams: Streams) -> AsyncGenerator[tuple[SubRequest, TokenEvent], None]:
-    """Events of all choices as they come (one stream is passed through without a queue)."""
-    if len(streams) == 1:
-        async for event in streams[0]:
-            yield subs[0], event
-        return
-    queue: asyncio.Queue[tuple[SubRequest, TokenEvent] | Exception | None] = asyncio.Queue()
-
-    async def pump(sub: SubRequest, events: AsyncIterator[TokenEvent]) -> None:
-        try:
-            async for event in events:
-                queue.put_nowait((sub, event))
-            queue.put_nowait(None)
-        except Exception as error:
-            queue.put_nowait(error)
-
-    tasks = [asyncio.ensure_future(pump(sub, events)) for sub, events in zip(subs, streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
