@@ -5,7 +5,7 @@ argocd/'s health.lua on Argo CD's Lua runtime (hack/tools/argocd-lua) for every 
   health never shows a stale Healthy right after a sync;
 - a revision the launcher refuses: Degraded (RolledBack, with the launcher's words), never Healthy on the way;
 - a fixed spec: Progressing, Suspended while spec.rollout.paused holds the rollout, Progressing -> Healthy after;
-- an autoscaler that cannot get its metric (no metrics adapter here): Degraded;
+- an autoscaler that cannot get its metric (an External metric no adapter serves): Degraded;
 - replicas 0: Suspended;
 - and the operator wrote nothing of the TGS but its status (audit log), so Argo CD sees no drift.
 One TGS, two warmups. TEXTGEN_ARGOCD_CAPTURE=<dir> saves the objects as argocd/'s testdata (argocd/README.md).
@@ -30,6 +30,7 @@ NAME = "health"
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 FIXED = {"podAnnotations": {"e2e.textgen.dev/try": "fixed"}}
+UNSERVED = {"type": "External", "name": "e2e_argocd_unserved_metric", "averageValue": "1"}
 
 
 def health_tgs(**spec: Any) -> str:
@@ -82,9 +83,9 @@ def test_health_follows_a_real_tgs_through_its_states(cluster: Cluster, operator
         seq = step(cluster, namespace, watch, "resumed", health_tgs(**FIXED), is_("Healthy"), 300)
         assert seq[0] == "Progressing" and seq[-1] == "Healthy" and "Degraded" not in seq, watch.seen
 
-        # No metrics adapter on this cluster: the HPA cannot get its metric (the "adapter stopped" case).
+        # A metric nothing serves: the HPA cannot get it, whether or not an earlier test left the metrics pipeline up.
         seq = step(cluster, namespace, watch, "autoscaling",
-                   health_tgs(autoscaling={"minReplicas": 1, "maxReplicas": 2}, **FIXED),
+                   health_tgs(autoscaling={"minReplicas": 1, "maxReplicas": 2, "metric": UNSERVED}, **FIXED),
                    is_("Degraded", "Autoscaling "), 120)
         assert seq[0] == "Progressing", watch.seen
 
