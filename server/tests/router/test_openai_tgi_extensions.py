@@ -1,7 +1,8 @@
 """OpenAI request fields around tools that TGI honours or refuses, checked on the job a request becomes (the real
 tiny tokenizer and TGI's validation; no model): TGI's `repetition_penalty` on /v1/completions reaches every
 choice, a bare `tool_choice` string names a function (TGI's ToolChoice), the deprecated `functions` /
-`function_call` are refused by name, `parallel_tool_calls` is accepted (one call per choice allows both)."""
+`function_call` and a `tool_prompt` without tools are refused by name, `parallel_tool_calls` is accepted (one
+call per choice allows both)."""
 from __future__ import annotations
 
 import random
@@ -47,8 +48,9 @@ def test_a_tool_choice_string_names_a_function_as_in_tgi() -> None:
     ({"functions": [ADD["function"]]}, "`functions` is OpenAI's deprecated form and is not supported; send `tools`"),
     ({"function_call": "auto"}, "`function_call` is OpenAI's deprecated form and is not supported; send "
                                 "`tool_choice`"),
+    ({"tool_prompt": "Use a tool."}, "`tool_prompt` needs `tools`"),
 ])
-def test_deprecated_function_fields_are_refused_by_name(fields: dict[str, Any], fragment: str) -> None:
+def test_deprecated_function_fields_and_a_lone_tool_prompt_are_refused_by_name(fields: dict[str, Any], fragment: str) -> None:
     body = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}], **fields})
     with pytest.raises(ValidationError) as raised:
         chat_tool_plan(body)

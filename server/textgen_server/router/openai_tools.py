@@ -26,6 +26,9 @@ def chat_tool_plan(body: Any) -> ToolPlan | None:
         if getattr(body, legacy, None) is not None:
             raise ValidationError(f"`{legacy}` is OpenAI's deprecated form and is not supported; send `{current}` "
                                   'instead (tools=[{"type": "function", "function": {"name", "parameters"}}])')
+    if body.tool_prompt and not body.tools:  # it is the instruction shown after the tools
+        raise ValidationError("`tool_prompt` needs `tools`: it is appended after the tools shown to the model; "
+                              "send `tools` or drop `tool_prompt`")
     try:
         plan = build_tool_plan(body.tools, body.tool_choice)
     except ToolError as error:
