@@ -52,6 +52,8 @@ def test_stop_string_frequency_penalty_and_ignore_eos_carry_over() -> None:
     ({"n": 0}, "`n` must be at least 1"),
     ({"presence_penalty": 1.0}, "`presence_penalty` is not supported yet"),
     ({"logit_bias": {"12": 5}}, "`logit_bias` is not supported yet"),
+    ({"guided_json": {"type": "object"}}, "`guided_json` (another server's constrained decoding) is not supported"),
+    ({"grammar": {"type": "regex", "value": "a+"}}, "use `response_format` (json_object or json_schema)"),
     ({"top_logprobs": 2}, "`top_logprobs` needs `logprobs: true`"),
     ({"logprobs": True, "top_logprobs": 6}, "`top_logprobs` must be >= 0 and <= 5 (--max-top-n-tokens)"),
     ({"max_tokens": 0}, "`max_tokens` must be at least 1"),
@@ -74,6 +76,7 @@ def test_supported_chat_fields_pass() -> None:
     ({"echo": True, "logprobs": 1}, "`echo` with `logprobs` is not supported yet"),
     ({"suffix": "end"}, "`suffix` (insertion) is not supported"),
     ({"best_of": 3}, "`best_of` 3 is not supported"),
+    ({"guided_regex": "a+"}, "`guided_regex` (another server's constrained decoding) is not supported"),
 ])
 def test_completion_requests_we_cannot_honour_are_rejected_by_name(fields: dict[str, Any], fragment: str) -> None:
     body = CompletionRequest.model_validate({"prompt": "x", **fields})

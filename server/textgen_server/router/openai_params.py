@@ -17,6 +17,8 @@ from textgen_server.router.validation import ValidationError
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16   # OpenAI's default for /v1/completions
 MAX_TOP_LOGPROBS = 20                 # OpenAI's bound; --max-top-n-tokens may be lower
 SEED_MODULUS = 2**64
+_FOREIGN_GRAMMAR_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+                           "grammar")
 
 # TGI's field names in validation messages -> the OpenAI names the client actually sent.
 _OPENAI_NAMES = (("`max_new_tokens`", "`max_tokens`"), ("`inputs` tokens", "prompt tokens"),
@@ -51,6 +53,11 @@ def check_sampling_request(request: SamplingRequest) -> None:
     for failed, message in rules:
         if failed:
             raise ValidationError(message)
+    for name in _FOREIGN_GRAMMAR_FIELDS:
+        if getattr(request, name) is not None:
+            raise ValidationError(f"`{name}` (another server's constrained decoding) is not supported on the OpenAI "
+                                  "routes; use `response_format` (json_object or json_schema) on "
+                                  "/v1/chat/completions, or TGI's `grammar` on /generate")
 
 
 def check_chat_request(request: ChatCompletionRequest, max_top_n_tokens: int) -> None:

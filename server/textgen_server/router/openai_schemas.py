@@ -55,6 +55,14 @@ class SamplingRequest(BaseModel):
     user: str | None = None
     # vLLM's extension (not OpenAI's): generate max_tokens whatever EOS says; load generators use it.
     ignore_eos: bool = False
+    # Other servers' constrained decoding (vLLM's guided_* and structured_outputs, TGI's /generate `grammar`):
+    # 422 naming `response_format`, since ignoring them would silently give unconstrained output.
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    structured_outputs: Any = None
+    grammar: Any = None
 
 
 class ChatCompletionRequest(SamplingRequest):
