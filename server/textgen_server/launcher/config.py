@@ -149,7 +149,8 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
      f"TGI's quantization methods ({', '.join(tgi_env.TGI_QUANTIZE_METHODS)}): none is implemented yet, each is "
      "refused by name"),
     ("--speculate", "SPECULATE", _optional(int), None,
-     "speculative candidate tokens per step, verified in one forward pass (0 = off): n-gram prompt lookup on any "
+     "most speculative candidate tokens per request and step, verified in one forward pass (0 = off; fewer at low "
+     "acceptance or large batches: speculation/adaptive.py): n-gram prompt lookup on any "
      "model; Medusa heads when --model-id is a Medusa repository (default and maximum: its medusa_num_heads)"),
     ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
     ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),

@@ -22,6 +22,7 @@ from textgen_server.sampling.grammar import GrammarFactory, cut_candidates
 from textgen_server.shard.errors import InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.verify import accept, expand_rows
+from textgen_server.speculation.adaptive import AcceptanceTracker
 from textgen_server.speculation.proposer import Proposer, build_proposer
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
 
@@ -55,6 +56,7 @@ class ModelRunner:
         # Speculative decoding (--speculate): candidates proposed with each sampled token (Generation.speculative_ids).
         self.proposer: Proposer | None = build_proposer(speculate, medusa_path, config.hidden_size,
                                                         config.vocab_size, self.device, self.loaded.dtype)
+        self.acceptance = AcceptanceTracker()  # per request: how many candidates it proposes (adaptive.py)
 
     def info(self) -> ModelInfo:
         """Model and device facts the router needs before warmup."""
@@ -130,13 +132,16 @@ class ModelRunner:
         sampling_items = [item for item in items if item.sample]
         request_ids, row_states = expand_rows(sampling_items, states)
         kept, last_rows = accept(sampling_items, sample_batch(request_ids, logits, row_states))
-        for state, group in zip(states, kept):
+        for item, state, group in zip(sampling_items, states, kept):
             state.history.extend(g.token.id for g in group[:-1])  # accepted candidates are now real tokens
+            self.acceptance.update(item.request_id, item.num_speculative, len(group) - 1)
         if self.proposer is None:
             return [g for group in kept for g in group]
         histories = [[*state.history, group[-1].token.id] for state, group in zip(states, kept)]
         proposals = self.proposer.propose(histories, sample_hidden[last_rows])
-        for i, (state, candidates) in enumerate(zip(states, proposals)):
+        for i, (item, state, candidates) in enumerate(zip(sampling_items, states, proposals)):
+            # The adaptive rule (speculation/adaptive.py): fewer candidates at low acceptance or in a large batch.
+            candidates = candidates[: self.acceptance.limit(item.request_id, len(states), len(candidates))]
             if state.grammar is not None:  # only candidates the grammar allows (sampling/grammar.py)
                 candidates = cut_candidates(state.grammar, state, kept[i][-1].token.id, candidates)
             kept[i][-1] = dataclasses.replace(kept[i][-1], speculative_ids=candidates)
@@ -147,11 +152,13 @@ class ModelRunner:
         for request_id in request_ids:
             self.states.pop(request_id, None)
             self.prompt_logprobs.pop(request_id, None)
+            self.acceptance.forget(request_id)
 
     def clear(self) -> None:
         """Forget every request."""
         self.states.clear()
         self.prompt_logprobs.clear()
+        self.acceptance.clear()
 
     def _require_cache(self) -> PagedKVCache:
         if self.cache is None:
