@@ -99,7 +99,11 @@ def autoscaling_condition(tgs: Body, spec: TGSSpec, autoscaler: Body | None) -> 
         return None
     if autoscaler is None or not _conditions(autoscaler):
         kind = autoscaler["kind"] if autoscaler else "autoscaler"
-        return Condition(AUTOSCALING, "Unknown", "AutoscalerPending", f"the {kind} has not reported a status yet")
+        # The HPA controller is part of every control plane; KEDA's operator is not: say who writes the status.
+        waits_for = " (KEDA's operator writes it: if this lasts, check that KEDA runs in the cluster)" \
+            if kind == "ScaledObject" else ""
+        return Condition(AUTOSCALING, "Unknown", "AutoscalerPending",
+                         f"the {kind} has not reported a status yet{waits_for}")
     name = autoscaler["metadata"]["name"]
     if autoscaler["kind"] == "ScaledObject":
         return _scaled_object_condition(name, _conditions(autoscaler))

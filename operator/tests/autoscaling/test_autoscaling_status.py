@@ -53,6 +53,16 @@ def test_condition_from_the_hpa(make_tgs: Any, autoscaler: dict[str, Any] | None
     assert in_message in condition.message
 
 
+def test_scaled_object_without_status_names_keda(make_tgs: Any) -> None:
+    """No KEDA operator, no ScaledObject status: the TGS says who it waits for (e2e/test_autoscaling_keda.py)."""
+    tgs = make_tgs(autoscaling=SCALING)
+    scaled_object = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "demo"}}
+    condition = autoscaling_condition(tgs, tgs_spec(tgs), scaled_object)
+    assert condition is not None and (condition.status, condition.reason) == ("Unknown", "AutoscalerPending")
+    assert condition.message == ("the ScaledObject has not reported a status yet (KEDA's operator writes it: if "
+                                 "this lasts, check that KEDA runs in the cluster)")
+
+
 def test_no_condition_without_autoscaling(make_tgs: Any) -> None:
     tgs = make_tgs()
     assert autoscaling_condition(tgs, tgs_spec(tgs), hpa([ABLE, ACTIVE])) is None
