@@ -16,15 +16,17 @@ command -v go >/dev/null || die "'go' is not on PATH (the CRDs come through the 
 
 dir=""
 for attempt in 1 2 3; do
-  # Outside any module (a go.mod here would change what `go mod download` means). -modcacherw: the extracted
-  # files stay deletable (`go clean -modcache`), as the ones build-tools.sh leaves.
-  if json=$(cd / && GOFLAGS=-modcacherw go mod download -json "$module@$version"); then
+  # Outside any module (a go.mod here would change what `go mod download` means). -modcacherw: files it
+  # extracts stay writable, so removing ~/go/pkg/mod by hand works (`go clean -modcache` works either way).
+  if json=$(cd / && GOFLAGS="${GOFLAGS:-} -modcacherw" go mod download -json "$module@$version"); then
     dir=$(printf '%s' "$json" | sed -nE 's/^[[:space:]]*"Dir": "(.*)",?$/\1/p')
     break
   fi
+  printf '%s\n' "${json:-}" | sed -nE 's/^[[:space:]]*"Error": "(.*)",?$/keda-crds: \1/p' >&2
   [ "$attempt" = 3 ] && die "go mod download $module@$version failed 3 times; check \$GOPROXY ($(go env GOPROXY))."
   sleep $((attempt * 5))
 done
 crds="$dir/config/crd/bases"
-[ -f "$crds/keda.sh_scaledobjects.yaml" ] || die "$module@$version has no config/crd/bases/keda.sh_scaledobjects.yaml (in '$dir')."
+[ -f "$crds/keda.sh_scaledobjects.yaml" ] \
+  || die "$module@$version has no config/crd/bases/keda.sh_scaledobjects.yaml (in '$dir')."
 echo "$crds"
