@@ -68,6 +68,14 @@ def prometheus_port() -> Iterator[socket.socket]:
         yield listener
 
 
+def keda_cluster_rbac(rbac_dir: Path) -> list[dict[str, Any]]:
+    """KEDA's own cluster-wide RBAC from the same module (config/rbac: ClusterRole and ClusterRoleBinding
+    keda-operator, for ServiceAccount keda/keda-operator): what KEDA's operator may do to the TGS it scales."""
+    docs = [doc for name in ("role.yaml", "role_binding.yaml")
+            for doc in yaml.safe_load_all((rbac_dir / name).read_text()) if doc]
+    return [doc for doc in docs if doc["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
 def render_chart(cluster: Cluster, address: str) -> list[dict[str, Any]]:
     """helm template of the chart with autoscaling.provider=keda, for the cluster's Kubernetes version."""
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
@@ -89,7 +97,8 @@ def keda_operator(cluster: Cluster, prometheus_port: socket.socket,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Operator, list[str]]]:
     """KEDA's ScaledObject CRD installed, the chart's keda RBAC server-side applied, the operator running as the
     chart's ServiceAccount with the chart's args. Yields the operator and its args."""
-    crd = keda_crds_dir() / "keda.sh_scaledobjects.yaml"
+    crds = keda_crds_dir()
+    crd = crds / "keda.sh_scaledobjects.yaml"
     wait_for(lambda: "deletionTimestamp" not in crd_metadata(cluster, SCALED_OBJECT_CRD), 60,
              "the ScaledObject CRD of an earlier run deleted")
     cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", str(crd))
@@ -98,7 +107,8 @@ def keda_operator(cluster: Cluster, prometheus_port: socket.socket,
     host, port = prometheus_port.getsockname()
     rendered = render_chart(cluster, f"http://{host}:{port}")
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NS}}
-    manifest = yaml.safe_dump_all([namespace, *(doc for doc in rendered if doc["kind"] in APPLIED_KINDS)])
+    manifest = yaml.safe_dump_all([namespace, *(doc for doc in rendered if doc["kind"] in APPLIED_KINDS),
+                                   *keda_cluster_rbac(crds.parents[1] / "rbac")])
     try:
         cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-", input=manifest)
         kubeconfig = token_kubeconfig(cluster, tmp_path_factory.mktemp("keda") / "kubeconfig", RELEASE, SYSTEM_NS)
@@ -106,6 +116,7 @@ def keda_operator(cluster: Cluster, prometheus_port: socket.socket,
         with run_operator(kubeconfig, kubeconfig.parent, *args, "--blocked-retry-seconds", "2") as handle:
             yield handle, args
     finally:
+        assert_nothing_dialled(prometheus_port)
         cluster.kubectl("delete", "--wait=false", "--ignore-not-found", "-f", "-", input=manifest)
         # Waited for: a rerun's apply must not land on a CRD that is still being deleted.
         cluster.kubectl("delete", "crd", SCALED_OBJECT_CRD, "--timeout=60s")
@@ -232,3 +243,21 @@ def test_chart_rbac_for_keda(cluster: Cluster, keda_operator: tuple[Operator, li
     assert not can_i(cluster, keda_user, "deletecollection", namespace)
     default_user = "system:serviceaccount:textgen-system:textgen-operator"
     assert [verb for verb in OPERATOR_VERBS if can_i(cluster, default_user, verb, namespace)] == []
+
+
+def test_kedas_own_rbac_reaches_the_tgs_scale_subresource(cluster: Cluster, keda_operator: tuple[Operator, list[str]],
+                                                          namespace: str) -> None:
+    """KEDA's operator (its own ClusterRole, from the module) may read and write the TGS's scale subresource,
+    which is how it scales the scaleTargetRef, and make the HPA it derives from the ScaledObject."""
+    keda = "system:serviceaccount:keda:keda-operator"
+    checks = [("get", "textgenerationservices.textgen.dev", "scale"),
+              ("patch", "textgenerationservices.textgen.dev", "scale"),
+              ("update", "textgenerationservices.textgen.dev", "scale"),
+              ("create", "horizontalpodautoscalers.autoscaling", "")]
+    answers = {check: cluster.kubectl("auth", "can-i", check[0], check[1], "-n", namespace, "--as", keda,
+                                      *(["--subresource", check[2]] if check[2] else []), check=False).stdout.strip()
+               for check in checks}
+    assert answers == dict.fromkeys(checks, "yes"), answers
+    # ... and no more than that on the TGS itself (its ClusterRole reads every kind: get, never delete).
+    assert cluster.kubectl("auth", "can-i", "delete", "textgenerationservices.textgen.dev", "-n", namespace,
+                           "--as", keda, check=False).stdout.strip() == "no"
