@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Tokens/s of each HTTP path on ONE server, as ratios to /generate_stream (issue 18), plus router/shard RSS.
+"""Tokens/s of each HTTP path on ONE server, as ratios to /generate_stream (issue 18), plus router and shard CPU
+milliseconds per generated token (/proc/PID/stat: steadier than tokens/s on a busy machine) and peak RSS.
 
 Paths: TGI /generate and /generate_stream, OpenAI /v1/chat/completions and /v1/completions, each streamed and
 not. One round sends N concurrent requests (default 32) of one path, greedy, EOS ignored, O output tokens; every
@@ -273,6 +274,8 @@ def main() -> None:
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:
         sys.exit(f"--paths: unknown {unknown}; choose from {sorted(PATHS)}")
+    if args.baseline_tree is not None and args.profile is not None:
+        sys.exit("--profile and --baseline-tree: profile one server at a time; drop one of them")
     args.workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_bench_model(args, args.workdir)
     from importlib import import_module
