@@ -7,6 +7,7 @@ returns one Generation per sampling item, in item order.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.verify import accept, expand_rows
 from textgen_server.speculation.adaptive import AcceptanceTracker
 from textgen_server.speculation.proposer import Proposer, build_proposer
+from textgen_server.shard.verify_cost import measure_step_costs
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRunner:
@@ -83,12 +87,22 @@ class ModelRunner:
         self.cache = PagedKVCache(shape, num_blocks, self.device)
         self.step(_warmup_items(plan_warmup_prompts(spec), num_blocks, self.loaded.config.vocab_size))
         self.clear()
+        if self.proposer is not None:
+            self._measure_verify_costs(self.cache, self.proposer.num_tokens + 1)
         return WarmupResult(
             num_blocks=num_blocks,
             block_size=BLOCK_SIZE,
             max_supported_total_tokens=num_blocks * BLOCK_SIZE,
             duration_seconds=time.perf_counter() - started,
         )
+
+    def _measure_verify_costs(self, cache: PagedKVCache, max_queries: int) -> None:
+        """Time decode steps of 1..K+1 query tokens per row for the adaptive rule (shard/verify_cost.py)."""
+        costs = measure_step_costs(self.run_model, cache, max_queries, self.device)
+        self.acceptance.costs = costs
+        for batch_size, seconds in costs.by_batch.items():
+            logger.info("decode step cost at batch %d, 1..%d query tokens per row: %s ms", batch_size, max_queries,
+                        " ".join(f"{1000 * s:.1f}" for s in seconds))
 
     def step(self, items: list[StepItem]) -> list[Generation]:
         """One forward pass over `items`; one Generation per item with sample=True, in item order."""
