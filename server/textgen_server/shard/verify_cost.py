@@ -4,7 +4,7 @@ Why: whether a candidate pays depends on what one more query token per row costs
 device and the model, not a constant: on this CPU a float32 step with 4+ query tokens per row switches matmul
 kernels (one 768x2048 projection 0.56-0.64 ms at 1-3 rows, 1.1 ms at 4-6), so 4 candidates cost ~1.5x a plain
 step, while a GPU reading its weights once per step barely notices them. A few forwards at warmup (each batch
-size x 1..K+1 query tokens per row, best of REPEATS) give speculation/adaptive.py's StepCosts.
+size x 1..K+1 query tokens per row, best of REPEATS interleaved rounds) give speculation/adaptive.py's StepCosts.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from textgen_server.protocol import StepItem
 from textgen_server.speculation.adaptive import StepCosts
 
 BATCH_SIZES = (1, 8)  # batch 1 and a typical concurrent batch; larger batches use the batch-8 table
-REPEATS = 3           # best of 3: the first call of a shape also pays one-off allocations
+REPEATS = 5           # best of 5 rounds: the first call of a shape also pays one-off allocations
 CONTEXT = 64          # tokens before the verified ones, a short prompt's worth of keys to attend to
 
 
@@ -29,15 +29,18 @@ def measure_step_costs(run_model: Callable[[AttentionMetadata, PagedKVCache], to
     The forwards write garbage keys into blocks nothing reads before a request rewrites them (warmup clears)."""
     by_batch: dict[int, tuple[float, ...]] = {}
     for batch_size in BATCH_SIZES:
-        costs = []
-        for num_queries in range(1, max_queries + 1):
-            items = verify_items(batch_size, num_queries, max_queries, cache.num_blocks, cache.block_size)
-            if items is None:
-                break
-            metadata = build_attention_metadata(items, cache.block_size, device)
-            costs.append(min(_timed(run_model, metadata, cache, device) for _ in range(REPEATS)))
-        if len(costs) == max_queries:
-            by_batch[batch_size] = monotone(costs)
+        steps = [verify_items(batch_size, q, max_queries, cache.num_blocks, cache.block_size)
+                 for q in range(1, max_queries + 1)]
+        if any(items is None for items in steps):
+            continue
+        metadata = [build_attention_metadata(items, cache.block_size, device) for items in steps if items]
+        best = [float("inf")] * max_queries
+        # Rounds over all query counts, not repeats of one: a burst of load from other processes then hits every
+        # count alike instead of inflating one, and the minimum over rounds keeps each count's quiet time.
+        for _ in range(REPEATS):
+            for index, step in enumerate(metadata):
+                best[index] = min(best[index], _timed(run_model, step, cache, device))
+        by_batch[batch_size] = monotone(best)
     return StepCosts(by_batch)
 
 
