@@ -16,20 +16,8 @@ module=github.com/prometheus-operator/prometheus-operator
 version=${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}
 
 die() { echo "prometheus-operator-crds: ERROR: $*" >&2; exit 1; }
-command -v go >/dev/null || die "'go' is not on PATH (the CRDs come through the Go module proxy); install Go and retry."
-
-dir=""
-for attempt in 1 2 3; do
-  # Outside any module (a go.mod here would change what `go mod download` means). -modcacherw: files it
-  # extracts stay writable, so removing ~/go/pkg/mod by hand works (`go clean -modcache` works either way).
-  if json=$(cd / && GOFLAGS="${GOFLAGS:-} -modcacherw" go mod download -json "$module@$version"); then
-    dir=$(printf '%s' "$json" | sed -nE 's/^[[:space:]]*"Dir": "(.*)",?$/\1/p')
-    break
-  fi
-  printf '%s\n' "${json:-}" | sed -nE 's/^[[:space:]]*"Error": "(.*)",?$/prometheus-operator-crds: \1/p' >&2
-  [ "$attempt" = 3 ] && die "go mod download $module@$version failed 3 times; check \$GOPROXY ($(go env GOPROXY))."
-  sleep $((attempt * 5))
-done
+. "$(dirname "${BASH_SOURCE[0]}")/go-module-dir.sh"
+dir=$(go_module_dir prometheus-operator-crds "$module" "$version")
 crds="$dir/example/prometheus-operator-crd"
 for kind in prometheusrules servicemonitors podmonitors; do
   [ -f "$crds/monitoring.coreos.com_$kind.yaml" ] \
