@@ -189,3 +189,12 @@ def agent_pod_logs(cluster: Cluster, namespace: str, num_lines: int = 40) -> str
         lines = log.read_text(errors="replace").splitlines()[-num_lines:]
         parts.append(f"=== node-agent log {log.relative_to(pods_dir)} (last {len(lines)} lines)\n" + "\n".join(lines))
     return "\n" + "\n".join(parts) if parts else ""
+
+
+def missing(sent: Any, stored: Any, path: str = "") -> list[str]:
+    """Where `stored` lacks or changed what `sent` has (the API server prunes fields its schema does not know)."""
+    if isinstance(sent, dict) and isinstance(stored, dict):
+        return [m for key, value in sent.items() for m in missing(value, stored.get(key), f"{path}.{key}")]
+    if isinstance(sent, list) and isinstance(stored, list) and len(sent) == len(stored):
+        return [m for i, (a, b) in enumerate(zip(sent, stored)) for m in missing(a, b, f"{path}[{i}]")]
+    return [] if sent == stored else [f"{path}: sent {sent!r}, stored {stored!r}"]

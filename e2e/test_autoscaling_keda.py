@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.harness import REPO_ROOT, Cluster, apply_yaml, wait_for
+from e2e.harness import REPO_ROOT, Cluster, apply_yaml, missing, wait_for
 from e2e.operator_run import (CHART, Operator, condition, get_tgs, helm, install_chart, permission_errors,
                               run_operator, tiny, token_kubeconfig, wait_ready)
 from textgen_operator.builders.autoscaling import build_scaled_object
@@ -125,15 +125,6 @@ def keda_operator(cluster: Cluster, prometheus_port: socket.socket,
 def scaled_object(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     proc = cluster.kubectl("get", "scaledobjects.keda.sh", name, "-n", namespace, "-o", "json", "--ignore-not-found")
     return json.loads(proc.stdout) if proc.stdout.strip() else None
-
-
-def missing(sent: Any, stored: Any, path: str = "") -> list[str]:
-    """Where `stored` lacks or changed what `sent` has (the API server prunes fields its schema does not know)."""
-    if isinstance(sent, dict) and isinstance(stored, dict):
-        return [m for key, value in sent.items() for m in missing(value, stored.get(key), f"{path}.{key}")]
-    if isinstance(sent, list) and isinstance(stored, list) and len(sent) == len(stored):
-        return [m for i, (a, b) in enumerate(zip(sent, stored)) for m in missing(a, b, f"{path}[{i}]")]
-    return [] if sent == stored else [f"{path}: sent {sent!r}, stored {stored!r}"]
 
 
 def adapter_query(metric: str, namespace: str, name: str) -> str:

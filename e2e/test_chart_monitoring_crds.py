@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.harness import REPO_ROOT, Cluster, wait_for
+from e2e.harness import REPO_ROOT, Cluster, missing, wait_for
 from e2e.operator_run import CHART, helm
 
 RELEASE, NAMESPACE = "textgen-monitoring", "textgen-monitoring-crds"
@@ -56,15 +56,6 @@ def render(cluster: Cluster) -> list[dict[str, Any]]:
                 *shows, "--set", "prometheusRule.enabled=true", "--set", f"prometheusRule.operatorJob={OPERATOR_JOB}",
                 "--set", "monitoring.serviceMonitor.enabled=true", "--set", "monitoring.podMonitor.enabled=true")
     return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-def missing(sent: Any, stored: Any, path: str = "") -> list[str]:
-    """Where `stored` lacks or changed what `sent` has (the API server prunes fields its schema does not know)."""
-    if isinstance(sent, dict) and isinstance(stored, dict):
-        return [m for key, value in sent.items() for m in missing(value, stored.get(key), f"{path}.{key}")]
-    if isinstance(sent, list) and isinstance(stored, list) and len(sent) == len(stored):
-        return [m for i, (a, b) in enumerate(zip(sent, stored)) for m in missing(a, b, f"{path}[{i}]")]
-    return [] if sent == stored else [f"{path}: sent {sent!r}, stored {stored!r}"]
 
 
 def apply(cluster: Cluster, docs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
