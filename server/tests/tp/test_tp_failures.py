@@ -64,6 +64,10 @@ def _break_a_rank_mid_generation(server: LauncherProcess, sig: signal.Signals) -
     elapsed = time.monotonic() - broken_at
     stop.set()
     assert code != 0, server.log()
+    thread.join(timeout=5)
+    # The client hears why its stream ended (TGI's last-event error), rather than a connection cut mid-stream.
+    assert events and events[-1].get("error"), \
+        f"last events: {events[-3:]}\n{server.log()}"
     time.sleep(0.5)
     left = [pid for pid in shard_pids if _alive(pid)]
     for pid in left:  # never leave a stopped process behind, even when the assertion fails

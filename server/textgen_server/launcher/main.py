@@ -135,6 +135,7 @@ class Launcher:
         finally:
             self.server.should_exit = True
             await _cancel(signalled)
+            self._fail_in_flight_if_broken()
             stop_timeout = BROKEN_SHARD_STOP_SECONDS if self.state.phase == Phase.BROKEN else 10.0
             await asyncio.gather(*(shard.stop(stop_timeout) for shard in self.shards))
             await asyncio.gather(server_task, return_exceptions=True)
@@ -142,6 +143,16 @@ class Launcher:
                 logger.info("batching totals: %s", self.state.serving.batcher.summary())
                 await self.state.serving.batcher.client.close()
             logger.info("launcher stopped")
+
+    def _fail_in_flight_if_broken(self) -> None:
+        """After a shard failure no request can finish: each gets its error now (an SSE error event or a 5xx)
+        instead of waiting out uvicorn's shutdown backstop with an open connection and no answer."""
+        if self.state.phase != Phase.BROKEN or self.state.serving is None:
+            return
+        failed = self.state.serving.batcher.cancel_all(
+            "a shard of this server failed and the server is restarting; retry on another replica")
+        if failed:
+            logger.warning("ended %d in-flight request(s) with an error after the shard failure", failed)
 
     async def _supervise(self, server_task: asyncio.Task[None], signalled: asyncio.Task[bool]) -> int:
         startup = asyncio.create_task(self._start(), name="startup")
