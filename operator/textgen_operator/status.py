@@ -9,6 +9,7 @@ from textgen_operator.names import Body, selector_string, tgs_name, tgs_namespac
 from textgen_operator.pod_health import container_failures, count_warming, last_warmup_seconds, unschedulable_message
 from textgen_operator.problems import Problem
 from textgen_operator.rollout.model import Plan
+from textgen_operator.rollout.words import ready_words
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 
@@ -59,6 +60,9 @@ def _degraded(problems: list[Problem], failed_creates: list[FailedCreate], pods:
 
 # Progressing reasons of a rollout that is not moving (done, or given up on and waiting for a spec change).
 SETTLED_PHASES = ("Stable", "RolledBack", "RolloutFailed")
+# Whether a paused rollout progresses is the user's call: Unknown, as a Deployment with spec.paused reports its
+# Progressing condition (reason DeploymentPaused).
+PAUSED_PHASE = "Paused"
 
 
 def _progressing(desired: int, sts: Body | None, rollout: Plan | None = None) -> Condition:
@@ -66,7 +70,8 @@ def _progressing(desired: int, sts: Body | None, rollout: Plan | None = None) ->
         return Condition("Progressing", "True", "Creating", "The StatefulSet is being created")
     if rollout is not None:
         settled = rollout.phase in SETTLED_PHASES
-        return Condition("Progressing", "False" if settled else "True", rollout.phase, rollout.message)
+        status = "Unknown" if rollout.phase == PAUSED_PHASE else "False" if settled else "True"
+        return Condition("Progressing", status, rollout.phase, rollout.message)
     st = sts.get("status", {})
     if not _sts_observed(sts):
         return Condition("Progressing", "True", "Updating", "The StatefulSet controller has not seen the change yet")
@@ -75,13 +80,21 @@ def _progressing(desired: int, sts: Body | None, rollout: Plan | None = None) ->
                          f"{st.get('updatedReplicas', 0)}/{desired} replicas run the current spec")
     if st.get("replicas", 0) != desired or st.get("readyReplicas", 0) < desired:
         return Condition("Progressing", "True", "Scaling",
-                         f"{st.get('readyReplicas', 0)}/{desired} replicas ready")
+                         ready_words(st.get("readyReplicas", 0), desired, _running(sts)))
     return Condition("Progressing", "False", "Stable", "All replicas run the current spec")
+
+
+def _running(sts: Body | None) -> int:
+    """The StatefulSet's spec.replicas: what its controller keeps running (the surge included)."""
+    return int((sts or {}).get("spec", {}).get("replicas", 0))
 
 
 def _ready(desired: int, sts: Body | None, blocking: list[Problem], rollout: Plan | None = None) -> Condition:
     if blocking:
         return Condition("Ready", "False", blocking[0].reason, blocking[0].message)
+    if rollout is not None and rollout.phase == PAUSED_PHASE and sts is not None:
+        # Held before it started too: the pods serve, but not the spec (the health a GitOps tool shows).
+        return Condition("Ready", "False", "RolloutPaused", rollout.message)
     if rollout is not None and rollout.rolling and sts is not None:
         return Condition("Ready", "False", "ReplicasNotReady", f"a rollout is in progress: {rollout.message}")
     st = (sts or {}).get("status", {})
@@ -97,8 +110,8 @@ def _ready(desired: int, sts: Body | None, blocking: list[Problem], rollout: Pla
                          f"the StatefulSet controller has not observed generation {sts['metadata'].get('generation')} "
                          f"of the StatefulSet yet{before}")
     if sts is not None and ready >= desired and updated >= desired:
-        return Condition("Ready", "True", "AllReplicasReady", f"{ready}/{desired} replicas ready")
-    return Condition("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
+        return Condition("Ready", "True", "AllReplicasReady", ready_words(ready, desired, _running(sts)))
+    return Condition("Ready", "False", "ReplicasNotReady", ready_words(ready, desired, _running(sts)))
 
 
 def build_conditions(tgs: Body, sts: Body | None, pods: list[Body], problems: list[Problem],

@@ -6,7 +6,8 @@
 --                flap to Healthy and back right after a sync)
 --   Degraded     Degraded=True (crash loop, bad model, unschedulable, RolledBack, RolloutFailed, ...), or
 --                Autoscaling=False (the autoscaler cannot get its metric or cannot scale)
---   Suspended    Progressing reason Paused (spec.rollout.paused holds a rollout), or Ready reason ScaledToZero
+--   Suspended    Progressing reason Paused (spec.rollout.paused holds a rollout, or a spec change it has not
+--                started: the pods still run the previous revision), or Ready reason ScaledToZero
 --   Progressing  Progressing=True (Creating, Updating, WarmingUp, RollingUpdate, RollingBack, Scaling), Ready
 --                not True, or Autoscaling=Unknown (the autoscaler has not reported yet)
 --   Healthy      otherwise; the message adds the autoscaler's state when it is limited (TooManyReplicas) or
