@@ -21,6 +21,11 @@ saturated by the burst, the baseline shows the floor that no operator design can
 Usage: hack/cluster up && .venv/bin/python hack/bench-operator.py [--count 200] [--steady-seconds 60]
 Pods are simulated by kwok (nothing runs in them).
 
+Where the time goes: `burst_requests` counts the operator's requests the API server completed between the first
+TGS create and the last StatefulSet create (audit log), by verb and resource: everything there beyond one
+StatefulSet per TGS competes with the StatefulSets for the API server. `--profile FILE` also records the operator
+with py-spy (raw collapsed stacks, 100 Hz) from the first create until all are Ready and prints its top functions.
+
 Every request honours the API server's HTTP 429 / Retry-After (right after the CRD is installed, its storage
 answers 429 "storage is (re)initializing" for a moment): the baseline reactor watches through the operator's own
 kube.Kube.follow, the bench's own calls through e2e.harness.throttle_aware_client (urllib3 retries 429).
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import signal
 import datetime
 import json
 import os
@@ -134,6 +141,47 @@ def latencies(since: float, namespace: str) -> tuple[list[float], float]:
     found = [(sts[name] - at) * 1000 for name, at in tgs.items() if name in sts]
     span = max(sts.values()) - min(tgs.values()) if sts and tgs else float("nan")
     return found, span
+
+
+def burst_requests(since: float, namespace: str) -> dict[str, int]:
+    """The operator's requests completed from the first TGS create to the last StatefulSet create of namespace,
+    by "verb resource[/subresource]", most first."""
+    events = audit_events(since)
+    tgs, sts = created_at(events, namespace, "textgenerationservices"), created_at(events, namespace, "statefulsets")
+    if not tgs or not sts:
+        return {}
+    start, end = min(tgs.values()), max(sts.values())
+    counts: collections.Counter[str] = collections.Counter()
+    for event in events:
+        ref = event.get("objectRef", {})
+        if (event.get("userAgent", "").startswith(USER_AGENT) and ref.get("namespace") in (namespace, None)
+                and start <= stamp(event["stageTimestamp"]) <= end):
+            sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+            counts[f"{event['verb']} {ref.get('resource', '?')}{sub}"] += 1
+    return dict(counts.most_common())
+
+
+def start_profiler(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    """py-spy record (raw collapsed stacks, idle frames left out) on the operator until SIGINT."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
+                             "--output", str(path), "--nonblocking"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def top_functions(path: Path, count: int = 15) -> list[str]:
+    """'share own / share inclusive  function' for the functions with most samples, inclusive (one per function,
+    lines merged), from py-spy's raw collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = [f.rsplit(":", 1)[0] + ")" if f.endswith(")") and ":" in f else f for f in stack.split(";")]
+        own[frames[-1]] += int(samples)
+        for frame in set(frames):
+            inclusive[frame] += int(samples)
+    total = sum(own.values()) or 1
+    return [f"{own[f] / total:6.1%} {n / total:6.1%}  {f}" for f, n in inclusive.most_common(count)]
 
 
 def steady_writes(since: float) -> list[dict[str, Any]]:
@@ -269,6 +317,7 @@ def start_operator(kubeconfig: Path, metrics_port: int) -> subprocess.Popen[byte
 def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, since: float) -> dict[str, Any]:
     namespace = cluster.new_namespace("bench")
     operator = start_operator(kubeconfig, args.metrics_port)
+    profiler = None
     metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
     try:
         for _ in range(100):
@@ -280,6 +329,7 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
         time.sleep(3)   # kopf lists and starts its watches
         load_at_start = os.getloadavg()[0]
         before = scrape(metrics_url)
+        profiler = start_profiler(operator.pid, args.profile) if args.profile else None
         t0 = time.monotonic()
         create_seconds = cluster.create_all(namespace, args.count)
         while cluster.count_ready(namespace) < args.count:
@@ -287,6 +337,9 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
                 raise SystemExit(f"not converged after {args.timeout} s")
             time.sleep(0.5)
         converged = time.monotonic() - t0
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)     # py-spy writes its file on SIGINT
+            profiler.wait(60)
         after = scrape(metrics_url)
         rss, cpu = proc_usage(operator.pid)
         time.sleep(5)
@@ -294,7 +347,10 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
         time.sleep(args.steady_seconds)
         steady = steady_writes(steady_from)
         found, span = latencies(since, namespace)
+        burst = burst_requests(since, namespace)
     finally:
+        if profiler is not None and profiler.poll() is None:
+            profiler.kill()
         operator.terminate()
         operator.wait(30)
         cluster.delete_namespace(namespace)
@@ -308,7 +364,7 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
         "create_seconds": create_seconds, "converged": converged, "load": load_at_start, "rss": rss, "cpu": cpu,
         "reconciles": int(reconciles), "requests": int(delta("textgen_operator_api_requests_total")),
         "reconcile_mean": delta("textgen_operator_reconcile_duration_seconds_sum") / max(reconciles, 1),
-        "applies": int(delta("textgen_operator_applies_total")), "steady_writes": len(steady),
+        "applies": int(delta("textgen_operator_applies_total")), "steady_writes": len(steady), "burst": burst,
     }
 
 
@@ -345,6 +401,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--metrics-port", type=int, default=19391)
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline reactor (no ratio)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the operator from the first create until all are Ready into FILE (raw)")
     parser.add_argument("--baseline-write", choices=["apply", "create"], default="apply",
                         help="the baseline's one write: a server-side apply, as the operator sends (default), or a "
                              "plain create, the cheapest request that makes a StatefulSet (a floor for any design)")
@@ -377,6 +435,7 @@ def main() -> None:
         "reconcile_seconds_mean": round(ours["reconcile_mean"], 3),
         "applies": ours["applies"],
         f"writes_in_{int(args.steady_seconds)}s_steady_state": ours["steady_writes"],
+        "burst_requests": ours["burst"],
     }
     if baseline is not None:
         result.update({
@@ -387,6 +446,9 @@ def main() -> None:
             "ours_over_baseline_p50": round(ours["p50"] / baseline["p50"], 2),
         })
     print(json.dumps(result, indent=2))
+    if args.profile is not None and args.profile.exists():
+        print(f"py-spy ({args.profile}): own / inclusive share of samples")
+        print("\n".join(top_functions(args.profile, 30)))
 
 
 if __name__ == "__main__":

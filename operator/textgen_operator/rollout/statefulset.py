@@ -96,24 +96,26 @@ def read_recorded(sts: Body | None) -> Recorded:
 
 
 def _template_for(plan: Plan, desired: Body, live: Body | None) -> Any:
-    """The target revision's pod template: the spec's, or the good one recorded on the StatefulSet."""
+    """The target revision's pod template: the spec's, or the good one recorded on the StatefulSet. Never the
+    live object's own dict (that is the cache's): a copy."""
     own = desired["spec"]["template"]
     if template_revision(own) == plan.target or live is None:
         return own
     recorded = live["metadata"].get("annotations", {}).get(GOOD_TEMPLATE)
-    if recorded and template_revision(json.loads(recorded)) == plan.target:
-        return json.loads(recorded)
+    if recorded and template_revision(template := json.loads(recorded)) == plan.target:
+        return template
     live_template = live["spec"].get("template", {})
-    return live_template if template_revision(live_template) == plan.target else own
+    return copy.deepcopy(live_template) if template_revision(live_template) == plan.target else own
 
 
 def build_rollout_statefulset(desired: Body, plan: Plan, live: Body | None, spec_replicas: int) -> Body:
     """The desired StatefulSet with the plan's template, replicas and rollout annotations; spec_replicas: the
     count the plan is for (the TGS's, or the one a deferred scale-down keeps)."""
-    out = copy.deepcopy(desired)
+    # desired is this reconcile's fresh build: new dicts on the changed path only (a deep copy of the whole body
+    # was half of a first reconcile's CPU, which a burst of new TGSs spends ahead of their StatefulSets).
     template = _template_for(plan, desired, live)
-    out["spec"]["template"] = copy.deepcopy(template)
-    out["spec"]["replicas"] = plan.replicas
+    out = {**desired, "metadata": dict(desired["metadata"]),
+           "spec": {**desired["spec"], "template": template, "replicas": plan.replicas}}
     live_annotations = (live or {}).get("metadata", {}).get("annotations", {})
     annotations: dict[str, str] = {SPEC_REPLICAS: str(spec_replicas)}
     if plan.good_revision is not None:
