@@ -307,16 +307,20 @@ def run_baseline(args: argparse.Namespace, cluster: Cluster, since: float) -> di
     return {"p50": statistics.median(found), "p99": percentile(found, 0.99), "span": span}
 
 
-def start_operator(kubeconfig: Path, metrics_port: int) -> subprocess.Popen[bytes]:
+def start_operator(kubeconfig: Path, metrics_port: int, tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """This checkout's operator, or (tree) the one in tree/operator, e.g. a `git archive` of an older commit."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree / "operator"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.Popen([sys.executable, "-m", "textgen_operator.main", "--standalone", "--liveness-port", "0",
                              "--metrics-port", str(metrics_port), "--bind-host", "127.0.0.1",
                              "--log-format", "json", "--log-level", "WARNING"], env=env)
 
 
-def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, since: float) -> dict[str, Any]:
+def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, since: float,
+                 tree: Path | None = None) -> dict[str, Any]:
     namespace = cluster.new_namespace("bench")
-    operator = start_operator(kubeconfig, args.metrics_port)
+    operator = start_operator(kubeconfig, args.metrics_port, tree)
     profiler = None
     metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
     try:
@@ -329,7 +333,7 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
         time.sleep(3)   # kopf lists and starts its watches
         load_at_start = os.getloadavg()[0]
         before = scrape(metrics_url)
-        profiler = start_profiler(operator.pid, args.profile) if args.profile else None
+        profiler = start_profiler(operator.pid, args.profile) if args.profile and tree is None else None
         t0 = time.monotonic()
         create_seconds = cluster.create_all(namespace, args.count)
         while cluster.count_ready(namespace) < args.count:
@@ -403,6 +407,11 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline reactor (no ratio)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy the operator from the first create until all are Ready into FILE (raw)")
+    parser.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
+                        help="also run the operator of DIR/operator (e.g. `git archive` of an older commit) on the "
+                             "same cluster in the same run (repeatable): a regression's ratio, not two runs' noise")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat baseline, --compare operators and ours this often, the order rotated each round")
     parser.add_argument("--baseline-write", choices=["apply", "create"], default="apply",
                         help="the baseline's one write: a server-side apply, as the operator sends (default), or a "
                              "plain create, the cheapest request that makes a StatefulSet (a floor for any design)")
@@ -412,13 +421,24 @@ def main() -> None:
     os.environ["KUBECONFIG"] = str(kubeconfig)          # for the baseline reactor's kopf login
     cluster = Cluster(kubeconfig)
     installed = install_missing_crds(kubeconfig)
+    trees = dict(item.split("=", 1) for item in args.compare)
+    systems = ([] if args.no_baseline else ["baseline"]) + list(trees) + ["ours"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    rounds: list[dict[str, float]] = []
     try:
         since = time.time() - 1
-        baseline = None if args.no_baseline else run_baseline(args, cluster, since)
-        ours = run_operator(args, cluster, kubeconfig, since)
+        for index in range(args.rounds):
+            shift = index % len(systems)
+            for name in systems[shift:] + systems[:shift]:
+                print(f"round {index + 1}: {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+                runs[name].append(run_baseline(args, cluster, since) if name == "baseline" else
+                                  run_operator(args, cluster, kubeconfig, since,
+                                               Path(trees[name]) if name in trees else None))
+            rounds.append({name: round(runs[name][-1]["p50"], 1) for name in systems})
     finally:
         for crd in installed:   # what was there before (e.g. the chart's) stays; what we added goes
             kubectl(kubeconfig, "delete", "--wait=false", "-f", str(crd))
+    ours, baseline = runs["ours"][-1], (runs["baseline"][-1] if "baseline" in runs else None)
     result: dict[str, Any] = {
         "count": args.count,
         "create_calls_seconds": round(ours["create_seconds"], 2),
@@ -445,6 +465,14 @@ def main() -> None:
             "baseline_write": args.baseline_write,
             "ours_over_baseline_p50": round(ours["p50"] / baseline["p50"], 2),
         })
+    if len(systems) > 2 or args.rounds > 1:
+        result["p50_ms_per_round"] = rounds       # same round = same machine state: compare within a round
+        if baseline is not None:
+            result["p50_over_baseline_per_round"] = {
+                name: [round(r[name] / r["baseline"], 2) for r in rounds] for name in systems if name != "baseline"}
+        result["all_ready_seconds_per_round"] = {name: [round(r["converged"], 1) for r in runs[name]]
+                                                 for name in systems if name != "baseline"}
+        result["burst_requests_per_system"] = {name: runs[name][-1]["burst"] for name in systems if name != "baseline"}
     print(json.dumps(result, indent=2))
     if args.profile is not None and args.profile.exists():
         print(f"py-spy ({args.profile}): own / inclusive share of samples")
