@@ -6,10 +6,16 @@ ignored), greedy. Three systems run one after another on the same model and toke
   ours       the real `textgen-launcher` process, driven over HTTP streaming (/generate_stream)
   static     transformers `model.generate` on one left-padded batch of all N prompts
   cb         transformers continuous batching, `model.generate_batch` (record_timestamps=True)
-Reported: output tokens/s, TTFT p50/p99 and TPOT p50 (seconds), then ours/static and ours/cb ratios.
+  base       with --baseline-tree DIR: the same launcher run on DIR/server's code (an A/B in one run)
+Reported: output tokens/s, TTFT p50/p99 and TPOT p50 (seconds), then ours/static, ours/cb, base/static and
+ours/base ratios. With --rounds N the systems run N times, their order rotated each round (a busy machine slows
+whatever runs at that moment; compare within a round), and every round is reported.
+For --baseline-tree, extract the old code and copy the generated gRPC modules in, e.g.
+`git archive <commit> server | tar -x -C /tmp/old && cp -r server/textgen_server/pb /tmp/old/server/textgen_server/`.
 
 Usage:  .venv/bin/python hack/bench-server.py [--requests 64] [--prompt-tokens 128] [--output-tokens 128]
         [--hidden-size 768 --layers 8 --intermediate-size 2048] [--skip static,cb] [--launcher-arg=--flag=value]
+        [--baseline-tree DIR] [--rounds N]
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from pathlib import Path
 
 
 from textgen_server.testing.bench_model import add_model_arguments, build_bench_model
-from textgen_server.testing.bench_launcher import running_launcher
+from textgen_server.testing.bench_launcher import launcher_process
 from textgen_server.testing.stream_timing import stream_all
 
 
@@ -58,9 +64,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output-tokens", type=int, default=128)
     add_model_arguments(parser)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench")
-    parser.add_argument("--skip", default="", help="comma-separated systems to skip: ours,static,cb")
+    parser.add_argument("--skip", default="", help="comma-separated systems to skip: ours,static,cb,base")
     parser.add_argument("--launcher-arg", action="append", default=[], help="extra launcher flag (repeatable)")
-    return parser.parse_args()
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also run the launcher on DIR/server's code (PYTHONPATH), as system 'base'")
+    parser.add_argument("--rounds", type=int, default=1, help="run every system N times, order rotated per round")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.baseline_tree is not None and not (args.baseline_tree / "server" / "textgen_server").is_dir():
+        parser.error(f"--baseline-tree {args.baseline_tree}: no server/textgen_server there; extract one with "
+                     "`git archive <commit> server | tar -x -C DIR` and copy server/textgen_server/pb into it")
+    return args
 
 
 def build_prompts(model_dir: Path, count: int, length: int) -> tuple[list[str], list[list[int]]]:
@@ -87,13 +102,19 @@ def build_prompts(model_dir: Path, count: int, length: int) -> tuple[list[str], 
     return texts, ids
 
 
-def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[str], workdir: Path) -> Result:
-    with running_launcher(model_dir, extra, workdir) as base_url:
+def run_ours(model_dir: Path, texts: list[str], output_tokens: int, extra: list[str], workdir: Path,
+             name: str = "ours", code_tree: Path | None = None) -> Result:
+    """The launcher on this checkout's code, or with `code_tree` on that tree's server/ (PYTHONPATH first)."""
+    env = None
+    if code_tree is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(code_tree.resolve() / "server"), os.environ.get("PYTHONPATH")]))}
+    with launcher_process(model_dir, extra, workdir, name, env) as (base_url, _process):
         asyncio.run(stream_all(base_url, texts[:2], 4))  # first-request costs out of the measurement
         started = time.perf_counter()
         timings = asyncio.run(stream_all(base_url, texts, output_tokens))
         wall = time.perf_counter() - started
-    return Result("ours", wall, sum(len(t) - 1 for t in timings), [t[1] - t[0] for t in timings],
+    return Result(name, wall, sum(len(t) - 1 for t in timings), [t[1] - t[0] for t in timings],
                   [(t[-1] - t[1]) / (len(t) - 2) for t in timings if len(t) > 2])
 
 
@@ -155,6 +176,9 @@ def main() -> None:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
+    if skip - {"ours", "static", "cb", "base"}:
+        raise SystemExit(f"--skip {args.skip}: unknown system(s) {sorted(skip - {'ours', 'static', 'cb', 'base'})};"
+                         " the systems are ours, static, cb and base")
     model_dir = build_bench_model(args, args.workdir)
     texts, ids = build_prompts(model_dir, args.requests, args.prompt_tokens)
     params = json.loads((model_dir / "config.json").read_text())
@@ -164,25 +188,42 @@ def main() -> None:
     runs = {"ours": lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg, args.workdir),
             "static": lambda: run_static(model_dir, ids, args.output_tokens),
             "cb": lambda: run_cb(model_dir, ids, args.output_tokens)}
-    results: dict[str, Result] = {}
-    for name, run in runs.items():
-        if name not in skip:
-            results[name] = run()
-            print(f"{name}: done in {results[name].wall_s:.1f} s", flush=True)
-    print_report(results)
+    if args.baseline_tree is not None:
+        runs["base"] = lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg, args.workdir,
+                                        "base", args.baseline_tree)
+    names = [name for name in runs if name not in skip]
+    for round_index in range(args.rounds):
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        results: dict[str, Result] = {}
+        for name in order:
+            results[name] = runs[name]()
+            print(f"{name}: done in {results[name].wall_s:.1f} s (load average {load_average()})", flush=True)
+        print(f"\nround {round_index + 1} of {args.rounds}, order {', '.join(order)}")
+        print_report(results)
+
+
+def load_average() -> str:
+    """The 1-minute load average (what competed for the cores while the system ran)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "n/a"
 
 
 def print_report(results: dict[str, Result]) -> None:
-    print(f"\n{'system':8s} {'tok/s':>10s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} {'wall s':>8s}")
+    print(f"{'system':8s} {'tok/s':>10s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} {'wall s':>8s}")
     for result in results.values():
         print(result.row())
-    ours = results.get("ours")
-    for name in ("static", "cb"):
-        other = results.get(name)
-        if ours is not None and other is not None:
-            print(f"ours/{name}: throughput x{ours.tokens_per_s / other.tokens_per_s:.2f}, TTFT p99 "
-                  f"x{percentile(ours.ttft_s, 99) / percentile(other.ttft_s, 99):.2f} (lower is better), "
-                  f"TPOT p50 x{percentile(ours.tpot_s, 50) / percentile(other.tpot_s, 50):.2f}")
+    for mine, other in (("ours", "static"), ("ours", "cb"), ("base", "static"), ("ours", "base")):
+        if mine in results and other in results:
+            print(ratio_line(results[mine], results[other]))
+
+
+def ratio_line(mine: Result, other: Result) -> str:
+    return (f"{mine.name}/{other.name}: throughput x{mine.tokens_per_s / other.tokens_per_s:.2f}, TTFT p50 "
+            f"x{percentile(mine.ttft_s, 50) / percentile(other.ttft_s, 50):.2f}, TTFT p99 "
+            f"x{percentile(mine.ttft_s, 99) / percentile(other.ttft_s, 99):.2f} (lower is better), "
+            f"TPOT p50 x{percentile(mine.tpot_s, 50) / percentile(other.tpot_s, 50):.2f}")
 
 
 if __name__ == "__main__":

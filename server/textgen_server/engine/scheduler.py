@@ -8,16 +8,17 @@ Each `schedule()` builds one step, a list of StepItems for the shard:
    budget and the free KV blocks; the last one may get only a chunk of its prompt.
 Admission into a running batch follows TGI's router (backends/v3 batching_task + queue.next_batch): new
 sequences join only if at least floor(num_running * waiting_served_ratio) of them can join at once, unless
-the running batch has produced max_waiting_tokens steps since the last admission.
+the running batch has produced max_waiting_tokens steps since the last admission; the rest of a group that the
+prefill budget cut short joins at the next steps without that check (engine/admission.py).
 `postprocess(step, generations)` then advances the sequences, appends sampled tokens and finishes them.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from textgen_server.engine.admission import AdmissionState, after_step, min_group_size
 from textgen_server.engine.block_manager import BlockManager
 from textgen_server.engine.buckets import max_prefill_batch, sequence_bucket
 from textgen_server.engine.queue_policy import QueuedRequest, admission_order
@@ -41,6 +42,7 @@ class _StepPlan:
     num_running_tokens: int = 0
     preempted: list[Sequence] = field(default_factory=list)
     admitted: list[Sequence] = field(default_factory=list)
+    budget_ran_out: bool = False    # admission stopped at the prefill budget (a cut group continues next step)
 
     def add(self, seq: Sequence, num_tokens: int, candidates: list[int] | None = None) -> None:
         self.seqs.append(seq)
@@ -63,8 +65,8 @@ class Scheduler:
         # oldest-admitted first, so the newest (the preemption victim) is popped from the end in O(1).
         self._waiting: OrderedDict[int, Sequence] = OrderedDict()
         self._running: OrderedDict[int, Sequence] = OrderedDict()
-        # Steps run since the last admission, counting the admitting step (TGI's `waiting_tokens`).
-        self._num_steps_since_admission = 0
+        # TGI's `waiting_tokens` and whether the last admitted group was cut by the prefill budget.
+        self._admission = AdmissionState()
         # Requests whose shard-side state may be dropped (finished, aborted, preempted); the router drains
         # this after each step and calls the shard's FilterBatch before sending the next step.
         self.finished_request_ids: list[int] = []
@@ -124,10 +126,7 @@ class Scheduler:
         if not plan.preempted:
             # Just-preempted sequences cannot fit this step; TGI's rule decides whether others join now.
             self._admit_waiting(plan)
-        if plan.admitted:
-            self._num_steps_since_admission = 1
-        else:
-            self._num_steps_since_admission += 1
+        self._admission = after_step(self._admission, len(plan.admitted), len(self._waiting), plan.budget_ran_out)
         if not plan.seqs:
             # Only possible when the queue head cannot fit even an empty cache: a validation gap upstream.
             raise RuntimeError(
@@ -206,6 +205,7 @@ class Scheduler:
         num_items_before, budget_before = len(plan.seqs), plan.prefill_budget
         for seq in self._waiting_in_admission_order():
             if not self._can_admit(seq, plan):
+                plan.budget_ran_out = self._out_of_prefill_budget(seq, plan)
                 break
             del self._waiting[seq.request_id]
             self._admit(seq, plan)
@@ -214,6 +214,7 @@ class Scheduler:
             del plan.seqs[num_items_before:], plan.num_new_tokens[num_items_before:]
             del plan.candidates[num_items_before:]
             plan.prefill_budget = budget_before
+            plan.budget_ran_out = False
 
     def _waiting_in_admission_order(self) -> list[Sequence]:
         """FIFO (TGI), or with queue_threshold_ms TGI on Gaudi's order: preempted sequences (they hold generated
@@ -227,10 +228,15 @@ class Scheduler:
         return [seq for seq in seqs if seq.num_preemptions > 0] + [fresh[request_id] for request_id in order]
 
     def _min_admission_size(self) -> int:
-        """TGI's rule: with a batch running, join only in groups of floor(batch * ratio), unless it waited long."""
-        if not self._running or self._num_steps_since_admission >= self.config.max_waiting_tokens:
-            return 0
-        return math.floor(len(self._running) * self.config.waiting_served_ratio)
+        """TGI's rule: with a batch running, join only in groups of floor(batch * ratio), unless it waited long
+        or the group is the rest of one the prefill budget cut short."""
+        config = self.config
+        return min_group_size(self._admission, len(self._running), config.waiting_served_ratio,
+                              config.max_waiting_tokens)
+
+    def _out_of_prefill_budget(self, seq: Sequence, plan: _StepPlan) -> bool:
+        """Whether this step's prefill budget (with static shapes: its prefill shape) is what keeps `seq` out."""
+        return plan.prefill_budget <= 0 or (self.config.buckets is not None and self._prefill_chunk(seq, plan) == 0)
 
     def _can_admit(self, seq: Sequence, plan: _StepPlan) -> bool:
         config = self.config

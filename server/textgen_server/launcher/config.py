@@ -168,12 +168,15 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--max-total-tokens", "MAX_TOTAL_TOKENS", _optional(int), None,
      "longest prompt + max_new_tokens (default: min(max_position_embeddings, 4096))"),
     ("--waiting-served-ratio", "WAITING_SERVED_RATIO", float, 0.3,
-     "waiting/running ratio at which a prefill may delay the running batch"),
+     "waiting/running ratio at which a prefill may delay the running batch: new requests join a batch of B "
+     "only in groups of floor(B * ratio) (TGI); the rest of a group that --max-batch-prefill-tokens cut short "
+     "joins at the next steps"),
     ("--max-batch-prefill-tokens", "MAX_BATCH_PREFILL_TOKENS", _optional(int), None,
      "tokens one prefill step may compute (default: max input tokens + 50)"),
     ("--max-batch-total-tokens", "MAX_BATCH_TOTAL_TOKENS", _optional(int), None,
      "tokens the whole batch may hold in the KV cache (default: what the KV cache memory allows)"),
-    ("--max-waiting-tokens", "MAX_WAITING_TOKENS", int, 20, "decode steps before waiting requests are forced in"),
+    ("--max-waiting-tokens", "MAX_WAITING_TOKENS", int, 20,
+     "decode steps before waiting requests join whatever their number (see --waiting-served-ratio)"),
     ("--max-batch-size", "MAX_BATCH_SIZE", _optional(int), None, "most requests in one batch (default: no limit)"),
     ("--hostname", "HOSTNAME", str, "0.0.0.0", "address the HTTP server listens on"),
     ("--port", "PORT", int, 3000, "HTTP port"),
