@@ -9,7 +9,8 @@ The launcher resolves the user's `--device` (auto|cpu|cuda|hpu) here, before any
 - The development override `TEXTGEN_DEVICE_OVERRIDE=cpu` (set by the local node agent on simulated GPU/Gaudi
   nodes) makes any requested device compute on the CPU; the launcher logs a WARNING naming both. It is the only
   way a request for an accelerator ends up on the CPU: there is never a silent fallback.
-- `hpu` without the override is refused: the Gaudi backend does not exist yet.
+- `hpu` runs the Gaudi backend (textgen_server/gaudi/: the static-shape paged runner, HPU graphs, HCCL); the
+  launcher always gives its shards static shapes there (launcher/static_shapes.py).
 """
 from __future__ import annotations
 
@@ -80,11 +81,6 @@ def resolve_device(requested: str, environ: Mapping[str, str],
         wanted = next((d for d in ("cuda", "hpu") if count_visible(d, environ, dev_dirs) > 0), "cpu")
     if override is not None:
         return DeviceChoice(requested=requested, actual=override, overridden=override != wanted)
-    if wanted == "hpu":
-        why = " (chosen by --device auto: a Gaudi device is visible)" if requested == "auto" else ""
-        raise DeviceError(f"--device hpu{why} is not available yet: the Gaudi backend (habana_frameworks, HCCL) "
-                          "is a later release; use --device cuda or --device cpu, or set TEXTGEN_DEVICE_OVERRIDE=cpu "
-                          "on a development node")
     return DeviceChoice(requested=requested, actual=wanted, overridden=False)
 
 

@@ -1,16 +1,16 @@
-"""The Gaudi backend's decisions (gaudi/plan.py): graphs, forward kwargs, runtime env, FP8, profiler, HCCL."""
+"""The Gaudi backend's decisions (gaudi/plan.py): graphs, FusedSDPA, runtime env, FP8, profiler, HCCL."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from textgen_server.gaudi.config import GaudiConfigError, parse_gaudi_env
+from textgen_server.gaudi.config import parse_gaudi_env
 from textgen_server.gaudi.plan import FP8_RUNTIME_DEFAULTS, apply_runtime_env, build_plan
 
 
-def plan_for(env: dict[str, str], model_type: str = "llama", rank: int = 0, world_size: int = 1) -> Any:
-    return build_plan(parse_gaudi_env(env, num_shards=world_size), model_type, rank, world_size)
+def plan_for(env: dict[str, str], rank: int = 0, world_size: int = 1) -> Any:
+    return build_plan(parse_gaudi_env(env, num_shards=world_size), rank, world_size)
 
 
 @pytest.mark.parametrize("env,prefill,decode", [
@@ -24,28 +24,17 @@ def test_graph_bypass_per_phase(env: dict[str, str], prefill: dict[str, bool], d
     assert plan.graph_kwargs == {"disable_tensor_cache": True}
     for is_prefill, expected in ((True, prefill), (False, decode)):
         kwargs = plan.forward_call_kwargs(is_prefill)
-        assert {k: v for k, v in kwargs.items() if k == "bypass_hpu_graphs"} == expected
+        assert kwargs == expected          # nothing else: our model takes no optimum-habana kwargs
 
 
-@pytest.mark.parametrize("model_type,env,expected", [
-    ("llama", {}, {"use_cache": True, "return_dict": True, "trim_logits": True, "attn_softmax_bf16": True,
-                   "lazy_mode": True}),
-    ("llama", {"USE_FLASH_ATTENTION": "true", "FLASH_ATTENTION_RECOMPUTE": "true"},
-     {"use_cache": True, "return_dict": True, "trim_logits": True, "attn_softmax_bf16": True, "lazy_mode": True,
-      "use_flash_attention": True, "flash_attention_recompute": True}),
-    ("mistral", {"USE_FLASH_ATTENTION": "true"},
-     {"use_cache": True, "return_dict": True, "trim_logits": True, "attn_softmax_bf16": True,
-      "use_flash_attention": True, "flash_attention_recompute": False}),
-    ("falcon", {}, {"use_cache": True, "return_dict": True, "trim_logits": True}),   # no bf16 softmax kwarg
-    ("gpt_bigcode", {}, {"use_cache": True, "return_dict": True}),
+@pytest.mark.parametrize("env,fused,recompute", [
+    ({}, False, False),
+    ({"USE_FLASH_ATTENTION": "true"}, True, False),
+    ({"USE_FLASH_ATTENTION": "true", "FLASH_ATTENTION_RECOMPUTE": "true"}, True, True),
 ])
-def test_forward_kwargs(model_type: str, env: dict[str, str], expected: dict[str, Any]) -> None:
-    assert plan_for({"ENABLE_HPU_GRAPH": "false", **env}, model_type).forward_kwargs == expected
-
-
-def test_flash_attention_is_refused_for_a_model_without_it() -> None:
-    with pytest.raises(GaudiConfigError, match="USE_FLASH_ATTENTION=true: .* not 'gpt_bigcode'"):
-        plan_for({"USE_FLASH_ATTENTION": "true"}, "gpt_bigcode")
+def test_fused_sdpa(env: dict[str, str], fused: bool, recompute: bool) -> None:
+    plan = plan_for(env)
+    assert (plan.fused_sdpa, plan.fused_sdpa_recompute) == (fused, recompute)
 
 
 def test_runtime_env_single_card_bf16() -> None:
@@ -85,4 +74,4 @@ def test_profiler_only_on_listed_ranks(rank: int, expected: bool) -> None:
 
 def test_notes_say_what_runs() -> None:
     note = plan_for({"LIMIT_HPU_GRAPH": "true", "USE_FLASH_ATTENTION": "true", "WARMUP_ENABLED": "false"}).notes[0]
-    assert note == "rank 0: HPU graphs decode only (LIMIT_HPU_GRAPH); fused SDPA on; FP8 off; warmup off"
+    assert note == "rank 0: HPU graphs decode only (LIMIT_HPU_GRAPH); fused SDPA for prefill on; FP8 off; warmup off"

@@ -113,3 +113,15 @@ def test_the_scheduler_gets_the_buckets_with_the_shards_block_size() -> None:
                                                      duration_seconds=0.0))
     assert scheduler.config.buckets is not None and scheduler.config.buckets.block_size == 16
     assert scheduler.config.buckets.max_batch_size == 8
+
+
+def test_device_hpu_always_serves_static_shapes_and_applies_every_gaudi_variable() -> None:
+    env = {"BATCH_BUCKET_SIZE": "4", "PAD_SEQUENCE_TO_MULTIPLE_OF": "32", "QUEUE_THRESHOLD_MS": "10",
+           "USE_FLASH_ATTENTION": "true"}
+    config = launch(env, "--device", "hpu", "--max-batch-size", "8", "--max-input-tokens", "160",
+                    "--max-total-tokens", "200")
+    assert config.parallel.device.actual == "hpu" and config.args.static_shapes is False
+    assert config.buckets is not None and config.buckets.batch_bucket_size == 4   # implied by the device
+    assert config.warnings == ()             # on hpu every Gaudi variable is applied: nothing to warn about
+    with pytest.raises(ConfigError, match=r"--device hpu \(always static shapes\): static shapes need a batch bound"):
+        launch({}, "--device", "hpu")

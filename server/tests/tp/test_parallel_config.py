@@ -85,8 +85,7 @@ def test_auto_prefers_cuda_then_hpu_then_cpu(tmp_path: Path) -> None:
     dirs = {"cuda": str(dev), "hpu": str(accel)}
     assert resolve_device("auto", {}, dirs).actual == "cpu"
     (accel / "accel0").touch()
-    with pytest.raises(DeviceError, match="Gaudi backend"):  # hpu chosen, and refused: no silent CPU fallback
-        resolve_device("auto", {}, dirs)
+    assert resolve_device("auto", {}, dirs).actual == "hpu"   # a Gaudi card, and no NVIDIA one
     (dev / "nvidia0").touch()
     (dev / "nvidia1").touch()
     (dev / "nvidiactl").touch()  # not a device
@@ -97,8 +96,7 @@ def test_auto_prefers_cuda_then_hpu_then_cpu(tmp_path: Path) -> None:
 
 def test_explicit_devices_and_the_development_override() -> None:
     assert resolve_device("cuda", {}).actual == "cuda"  # presence is checked with torch in the shard
-    with pytest.raises(DeviceError, match="--device hpu is not available yet: the Gaudi backend"):
-        resolve_device("hpu", {})
+    assert resolve_device("hpu", {}).actual == "hpu"    # the shard checks the card (gaudi/backend.py)
     overridden = resolve_device("hpu", {"TEXTGEN_DEVICE_OVERRIDE": "cpu"})
     assert (overridden.requested, overridden.actual, overridden.overridden) == ("hpu", "cpu", True)
     assert not resolve_device("cpu", {"TEXTGEN_DEVICE_OVERRIDE": "cpu"}).overridden

@@ -100,9 +100,9 @@ def test_heads_that_do_not_divide_are_refused_before_any_weight_loads(tp_model_d
 
 
 def test_a_missing_device_is_an_error_never_a_cpu_fallback(tp_model_dir, module_launch) -> None:
-    server = module_launch(tp_model_dir("llama"), "--device", "hpu", wait=False)
-    assert server.process.wait(timeout=60) == 2
-    assert "--device hpu is not available yet: the Gaudi backend" in server.log()
+    server = module_launch(tp_model_dir("llama"), "--device", "hpu", "--max-batch-size", "4", wait=False)
+    assert server.process.wait(timeout=120) == 1     # the shard fails to start: no Habana stack on this machine
+    assert "device hpu requested (--device hpu) but the Habana stack is not installed" in server.log()
     import torch
 
     if torch.cuda.is_available():

@@ -9,8 +9,7 @@ Two deliberate differences, both so that nothing is silently ignored:
 - tgi-gaudi reads a boolean as `value.lower() == "true"`, so `ENABLE_HPU_GRAPH=1` or a typo means false there.
   Here true/false/1/0/yes/no are read (any case) and anything else is refused naming the variable.
 - Combinations where one setting would make another do nothing are refused (LIMIT_HPU_GRAPH without HPU graphs,
-  FLASH_ATTENTION_RECOMPUTE without USE_FLASH_ATTENTION, PROF_* without PROF_STEP > 0, PROF_STEP > 0 with
-  PROF_WARMUPSTEP=0, which optimum-habana's HabanaProfile turns into a silent no-op), as is
+  FLASH_ATTENTION_RECOMPUTE without USE_FLASH_ATTENTION, PROF_* without PROF_STEP > 0), as is
   SKIP_TOKENIZER_IN_TGI=true (token-id strings in place of text are not implemented).
 """
 from __future__ import annotations
@@ -59,7 +58,7 @@ class GaudiConfig:
     skip_tokenizer_in_tgi: bool = False      # SKIP_TOKENIZER_IN_TGI (only false is accepted)
     warmup_enabled: bool = True              # WARMUP_ENABLED
     queue_threshold_ms: int = 120            # QUEUE_THRESHOLD_MS
-    use_flash_attention: bool = False        # USE_FLASH_ATTENTION: Habana FusedSDPA
+    use_flash_attention: bool = False        # USE_FLASH_ATTENTION: Habana FusedSDPA for prefill attention
     flash_attention_recompute: bool = False  # FLASH_ATTENTION_RECOMPUTE
     quant_config: str | None = None          # QUANT_CONFIG: INC FP8 config path; None = bf16/fp32 as --dtype
     lazy_mode: bool = True                   # PT_HPU_LAZY_MODE (Habana's; only lazy mode, 1, is supported)
@@ -143,7 +142,7 @@ VARIABLES: tuple[GaudiVariable, ...] = (
     GaudiVariable("QUEUE_THRESHOLD_MS", "queue_threshold_ms", _count(0), "120",
                   "Requests queued longer than this are admitted first; otherwise shorter prompts go first."),
     GaudiVariable("USE_FLASH_ATTENTION", "use_flash_attention", _bool, "false",
-                  "Habana's fused scaled-dot-product attention (FusedSDPA) in the optimum-habana models."),
+                  "Habana's fused scaled-dot-product attention (FusedSDPA) for prefill attention."),
     GaudiVariable("FLASH_ATTENTION_RECOMPUTE", "flash_attention_recompute", _bool, "false",
                   "FusedSDPA in recompute mode for the prefill (first token); needs USE_FLASH_ATTENTION."),
     GaudiVariable("QUANT_CONFIG", "quant_config", _optional_path, "(unset)",
@@ -207,11 +206,6 @@ def _combination_problems(config: GaudiConfig, names_set: set[str], num_shards: 
     if inert and not config.profiler.enabled:
         problems.append(f"{', '.join(inert)} set but PROF_STEP is 0 (profiler off): set PROF_STEP to the number "
                         "of steps to record, or unset them")
-    if config.profiler.enabled and config.profiler.warmup_steps == 0:
-        # optimum-habana's HabanaProfile is a no-op unless warmup > 0 (tgi-gaudi then records nothing, silently).
-        problems.append(f"PROF_STEP={config.profiler.active_steps} records nothing with PROF_WARMUPSTEP=0 "
-                        "(optimum-habana's HabanaProfile needs at least one warmup step): set PROF_WARMUPSTEP=1 "
-                        "or more")
     out_of_range = [rank for rank in config.profiler.ranks if rank >= num_shards]
     if config.profiler.enabled and out_of_range:
         problems.append(f"PROF_RANKS={','.join(map(str, config.profiler.ranks))} names rank(s) {out_of_range} but "

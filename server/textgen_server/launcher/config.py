@@ -189,7 +189,7 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--static-shapes", "TEXTGEN_STATIC_SHAPES", _parse_bool, False,
      "true: pad every forward pass to TGI on Gaudi's buckets (BATCH_BUCKET_SIZE, PREFILL_BATCH_BUCKET_SIZE, "
      "PAD_SEQUENCE_TO_MULTIPLE_OF) and run every shape before serving (WARMUP_ENABLED), on any device; needs a "
-     "batch bound (--max-batch-size or --max-batch-total-tokens) and --speculate 0"),
+     "batch bound (--max-batch-size or --max-batch-total-tokens) and --speculate 0; always on with --device hpu"),
     ("--shard-startup-timeout", "SHARD_STARTUP_TIMEOUT", float, 600.0,
      "seconds to wait for shard sockets (model load) before giving up"),
 )
@@ -282,14 +282,16 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
         raise ConfigError(str(error)) from error
     gaudi = _gaudi_config(args, parallel, max_input)
     buckets = None
-    if args.static_shapes:
+    on_hpu = parallel.device.actual == "hpu"   # HPU graphs need static shapes: always on there
+    if args.static_shapes or on_hpu:
         try:
             buckets = static_shapes.build_buckets(gaudi or GaudiConfig(), max_input, max_total, prefill,
                                                   args.max_batch_size, args.max_batch_total_tokens,
                                                   args.speculate or 0)
         except BucketError as error:
-            raise ConfigError(f"--static-shapes: {error}") from error
-    unapplied = set(args.device_env_names) - (static_shapes.APPLIED_ENV if args.static_shapes else set())
+            flag = "--static-shapes" if args.static_shapes else "--device hpu (always static shapes)"
+            raise ConfigError(f"{flag}: {error}") from error
+    unapplied = set(args.device_env_names) - (static_shapes.APPLIED_ENV if buckets is not None else set())
     config = LauncherConfig(args=args, model_path=model_path, max_input_tokens=max_input,
                             max_total_tokens=max_total, max_batch_prefill_tokens=prefill, parallel=parallel,
                             gaudi=gaudi, buckets=buckets,

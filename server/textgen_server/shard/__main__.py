@@ -15,11 +15,17 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from textgen_server.devices import DEVICES
 from textgen_server.pb import shard_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:   # torch loads only in serve(): --help and flag errors stay fast
+    import torch
+
+    from textgen_server.shard.runner import ModelRunner
 
 logger = logging.getLogger("textgen_server.shard")
 
@@ -85,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
     args = parser.parse_args(argv)
     if not 0 <= args.rank < args.world_size:
         parser.error(f"--rank {args.rank} must be in [0, --world-size {args.world_size})")
+    if args.device == "hpu" and args.static_shapes is None:
+        parser.error("--device hpu needs --static-shapes BATCH,PREFILL_BATCH,PAD: HPU graphs run bucketed static "
+                     "shapes only (the launcher always passes it on hpu)")
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
                        args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
                        args.group_key, args.speculate, args.medusa_path, args.static_shapes,
@@ -101,25 +110,19 @@ def _bucket_sizes(text: str) -> tuple[int, int, int]:
 def serve(config: ShardConfig) -> None:
     """Load the model, listen on the socket, block until SIGTERM/SIGINT."""
     from textgen_server.shard.distributed import init_process_group, select_device, set_num_threads
-    from textgen_server.shard.runner import ModelRunner
     from textgen_server.shard.servicer import ErrorMappingInterceptor, ShardServicer
-    from textgen_server.shard.warmup import default_kv_cache_bytes
 
     set_num_threads(config.num_threads)
-    device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
-    init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
-                       config.join_timeout, config.group_key)
-    runner_kwargs = dict(default_kv_cache_bytes=config.kv_cache_memory
-                         or default_kv_cache_bytes(device.type, config.world_size),
-                         speculate=config.speculate, medusa_path=config.medusa_path)
-    if config.bucket_sizes is not None:
-        from textgen_server.shard.static_runner import BucketSizes, StaticShapeRunner
-        runner: ModelRunner = StaticShapeRunner(config.model_path, config.dtype, str(device), config.rank,
-                                                config.world_size, buckets=BucketSizes(*config.bucket_sizes),
-                                                warmup_enabled=config.shape_warmup, **runner_kwargs)
+    gaudi = None
+    if config.device == "hpu":  # the only path that imports the Habana stack (gaudi/runner.py, gaudi/backend.py)
+        from textgen_server.gaudi.runner import load_backend
+        gaudi = load_backend(config.rank, config.world_size)
+        device = gaudi[0].select_device(config.rank)
     else:
-        runner = ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
-                             **runner_kwargs)
+        device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
+    init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
+                       config.join_timeout, config.group_key, probe_device=device)
+    runner = build_runner(config, device, gaudi)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[ErrorMappingInterceptor(fatal_internal=config.world_size > 1)],
@@ -142,6 +145,26 @@ def serve(config: ShardConfig) -> None:
     server.wait_for_termination()
     if os.path.exists(config.socket_path):
         os.unlink(config.socket_path)
+
+
+def build_runner(config: ShardConfig, device: torch.device, gaudi: tuple[Any, Any] | None = None) -> ModelRunner:
+    """The runner the flags ask for: dynamic, static shapes (--static-shapes), or static shapes on a Gaudi card
+    (`gaudi`: load_backend's (backend module, plan); --device hpu)."""
+    from textgen_server.shard.runner import ModelRunner
+    from textgen_server.shard.warmup import default_kv_cache_bytes
+
+    kwargs: dict[str, Any] = dict(default_kv_cache_bytes=config.kv_cache_memory
+                                  or default_kv_cache_bytes(device.type, config.world_size),
+                                  speculate=config.speculate, medusa_path=config.medusa_path)
+    if config.bucket_sizes is None:
+        return ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size, **kwargs)
+    from textgen_server.shard.static_runner import BucketSizes, StaticShapeRunner
+    kwargs.update(buckets=BucketSizes(*config.bucket_sizes), warmup_enabled=config.shape_warmup)
+    if gaudi is not None:
+        from textgen_server.gaudi.runner import HpuRunner
+        return HpuRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size,
+                         backend=gaudi[0], plan=gaudi[1], **kwargs)
+    return StaticShapeRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,17 +46,19 @@ def select_device(device: str, rank: int) -> torch.device:
         torch.cuda.set_device(rank)
         return torch.device("cuda", rank)
     raise DeviceUnavailableError(
-        f"device {device} requested (--device {device}) but this server has no {device} backend yet (the Gaudi "
-        "backend is a later release); use --device cuda or cpu, or TEXTGEN_DEVICE_OVERRIDE=cpu on development nodes")
+        f"device {device} is not selected here: hpu ranks get their card from gaudi/backend.py (shard/__main__.py "
+        "calls it); use --device cuda, hpu or cpu")
 
 
 def init_process_group(device: str, rank: int, world_size: int, master_addr: str, master_port: int,
                        join_timeout_s: float, group_key: str = "textgen",
-                       collective_timeout_s: float = COLLECTIVE_TIMEOUT_S) -> None:
+                       collective_timeout_s: float = COLLECTIVE_TIMEOUT_S,
+                       probe_device: torch.device | None = None) -> None:
     """Join the ranks' group (no-op for one rank); raises RuntimeError naming the rank and the address.
 
     `group_key` namespaces the store's keys: a rank of another launch reaching the same address waits for its own
-    peers (and its launcher stops it) instead of joining this group."""
+    peers (and its launcher stops it) instead of joining this group. `probe_device` is the rank's device when the
+    caller selected it (hpu: gaudi/backend.py), else select_device's."""
     if world_size == 1:
         return
     try:
@@ -70,7 +72,7 @@ def init_process_group(device: str, rank: int, world_size: int, master_addr: str
                            "--master-port is free") from error
     dist.init_process_group(DISTRIBUTED_BACKENDS[device], store=store, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=collective_timeout_s))
-    probe = torch.ones(1, device=select_device(device, rank))
+    probe = torch.ones(1, device=probe_device or select_device(device, rank))
     dist.all_reduce(probe)  # connects every pair now (NCCL is lazy), so the first real step is not the first contact
     if int(probe.item()) != world_size:
         raise RuntimeError(f"rank {rank}: the process group's first all-reduce gave {probe.item()}, not {world_size}")

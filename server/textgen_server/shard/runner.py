@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from textgen_server.models.attention import StepContext, select_kernel
+from textgen_server.models.attention import Kernel, StepContext, select_kernel
 from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata
 from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
 from textgen_server.models.loading import LoadedModel, load_model
@@ -49,7 +49,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
         self.rank, self.world_size = rank, world_size
-        self.kernel = select_kernel(self.device.type)
+        self.kernel = self._select_kernel()
         self.cache: PagedKVCache | None = None
         self.states: dict[int, RequestState] = {}
         # Prompt logprobs of requests whose prompt is still arriving in chunks (decoder_input_details).
@@ -61,6 +61,10 @@ class ModelRunner:
         self.proposer: Proposer | None = build_proposer(speculate, medusa_path, config.hidden_size,
                                                         config.vocab_size, self.device, self.loaded.dtype)
         self.acceptance = AcceptanceTracker()  # per request: how many candidates it proposes (adaptive.py)
+
+    def _select_kernel(self) -> Kernel:
+        """The attention kernel of this device type (gaudi/runner.py's HpuRunner chooses its own)."""
+        return select_kernel(self.device.type)
 
     def info(self) -> ModelInfo:
         """Model and device facts the router needs before warmup."""
