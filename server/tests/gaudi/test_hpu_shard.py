@@ -4,7 +4,8 @@ backend.select_device would give `hpu` (select_device itself is tested in test_b
 
 The shard's own functions build the runner from its flags (shard/__main__.py: parse_args, build_runner;
 gaudi/runner.py: load_backend) and the real router engine serves test_static_shapes_cpu.py's varied workload.
-It must give the same greedy tokens as `--device cpu` with the same static shapes, and the recorded calls must show
+It must give the same greedy tokens as `--device cpu` with the same static shapes (a step mixing prompts and decodes
+runs as two passes on hpu, each a warmed shape), and the recorded calls must show
 mark_step after every forward pass, the graph wrapper on the step module with prefill bypassing it under
 LIMIT_HPU_GRAPH, and FusedSDPA inside prefill forward passes only with USE_FLASH_ATTENTION.
 """
@@ -58,6 +59,10 @@ def test_hpu_shard_serves_the_cpu_tokens_with_graphs_fused_sdpa_and_a_mark_step_
     cpu_outputs, _ = serve(cpu, cpu.warmup(SPEC), cpu.config, _jobs())
     assert hpu_outputs == cpu_outputs and sum(map(len, hpu_outputs)) > 100
     assert hpu.unwarmed_shapes() == []
+    # Steps mixing prompts and decodes (the CPU runs them as one pass) ran as two passes, each a warmed shape.
+    mixed = sum(1 for prefill, decode in cpu.shapes_seen if prefill is not None and decode is not None)
+    assert mixed > 0 and len(hpu.shapes_seen) == len(cpu.shapes_seen) + mixed
+    assert all(prefill is None or decode is None for prefill, decode in hpu.shapes_seen)
 
     forwards = _forwards(calls)
     # warmup: the base runner's largest prefill, then every enumerated shape; serving: one per scheduled step

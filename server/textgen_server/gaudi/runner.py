@@ -5,6 +5,7 @@ imports gaudi/backend.py (the one module that imports habana_frameworks). `HpuRu
 StaticShapeRunner (every forward pass padded to a warmed bucket shape, which HPU graphs need) with:
 - the attention kernel from the backend (FusedSDPA for prefill with USE_FLASH_ATTENTION);
 - the model prepared by the backend (FP8 with QUANT_CONFIG, then wrapped in HPU graphs with ENABLE_HPU_GRAPH);
+- a step mixing prompt and decode items run as two passes (each a warmed shape; HPU graphs key on the whole pass);
 - each forward pass called with the plan's kwargs (`bypass_hpu_graphs` for prefill with LIMIT_HPU_GRAPH), then
   `mark_step`, then one profiler step (PROF_*).
 
@@ -27,6 +28,7 @@ from textgen_server.gaudi.plan import GaudiPlan, apply_runtime_env, build_plan
 from textgen_server.models.attention import Kernel, StepContext
 from textgen_server.models.attention_metadata import AttentionMetadata
 from textgen_server.models.kv_cache import PagedKVCache
+from textgen_server.protocol import StepItem
 from textgen_server.shard.static_runner import StaticShapeRunner
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,23 @@ class HpuRunner(StaticShapeRunner):
     def _select_kernel(self) -> Kernel:
         kernel: Kernel = self.backend.attention_kernel(self.plan)
         return kernel
+
+    def _forward(self, items: list[StepItem], metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
+        """A step with both prompt and decode items runs as two passes, prompts first: an HPU graph is keyed by the
+        whole pass's input shapes, so one mixed pass would be a (prefill, decode) pair warmup never ran (it warms
+        each kind alone, as tgi-gaudi, which never mixes them). The requests are disjoint, so the result is the
+        same; the rows come back in the items' order."""
+        prefill = [item for item in items if len(item.token_ids) > 1]
+        decode = [item for item in items if len(item.token_ids) == 1]
+        if self.config is None or not prefill or not decode:
+            return super()._forward(items, metadata, cache)
+        hidden = torch.cat([super()._forward(prefill, metadata, cache), super()._forward(decode, metadata, cache)],
+                           dim=1)
+        first_row, row = {}, 0
+        for item in (*prefill, *decode):
+            first_row[id(item)] = row
+            row += len(item.token_ids)
+        return hidden[:, [first_row[id(item)] + k for item in items for k in range(len(item.token_ids))]]
 
     def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
         """One forward pass through the (graph-wrapped) step module, executed at mark_step."""
