@@ -113,14 +113,7 @@ def assert_nothing_ignored(config: LauncherConfig, env: dict[str, str], argv: li
     assert ignored == [], f"the operator emits {ignored}, which the launcher neither reads nor refuses"
 
 
-def _device_node_params() -> list[Any]:
-    marks = {"gaudi": pytest.mark.xfail(strict=True, reason="--device hpu: the Gaudi backend does not exist yet "
-                                        "(issue 16); the launcher refuses it by name")}
-    return [pytest.param(p, marks=marks.get(_example(p)["spec"]["accelerator"]["type"], ()), id=p.stem)
-            for p in EXAMPLES]
-
-
-@pytest.mark.parametrize("example", _device_node_params())
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_starts_on_its_accelerator_node(example: pathlib.Path) -> None:
     body = _example(example)
     config, env, argv = launch(body, {})
