@@ -44,6 +44,8 @@ def load_backend(rank: int, world_size: int,
     if added:
         logger.info("rank %d: Habana runtime variables set: %s", rank,
                     " ".join(f"{name}={value}" for name, value in sorted(added.items())))
+    logger.info("rank %d: device hpu: the static-shape runner (HPU graphs need bucketed shapes; the launcher "
+                "always passes --static-shapes on hpu)", rank)
     for note in plan.notes:
         logger.info("%s", note)
     try:
