@@ -30,7 +30,7 @@ FP8_RUNTIME_DEFAULTS: dict[str, str] = {   # tgi-gaudi's habana_quantization_env
 
 @dataclass(frozen=True)
 class ProfilerArgs:
-    """optimum.habana.utils.HabanaProfile's arguments for this rank."""
+    """The profiler schedule and output of this rank (gaudi/runner.py's StepProfiler: torch.profiler)."""
 
     wait: int
     warmup: int
