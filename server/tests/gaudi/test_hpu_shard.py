@@ -7,10 +7,12 @@ gaudi/runner.py: load_backend) and the real router engine serves test_static_sha
 It must give the same greedy tokens as `--device cpu` with the same static shapes (a step mixing prompts and decodes
 runs as two passes on hpu, each a warmed shape), and the recorded calls must show
 mark_step after every forward pass, the graph wrapper on the step module with prefill bypassing it under
-LIMIT_HPU_GRAPH, and FusedSDPA inside prefill forward passes only with USE_FLASH_ATTENTION.
+LIMIT_HPU_GRAPH, and FusedSDPA inside prefill forward passes only with USE_FLASH_ATTENTION. On two cards, serve()
+registers hccl before the ranks' group forms, on the backend's device.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,28 @@ def test_the_shard_refuses_hpu_without_static_shapes(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         parse_args(["--model-path", "/m", "--uds-path", "/tmp/s", "--device", "hpu"])
     assert "--device hpu needs --static-shapes" in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_serve_on_two_cards_registers_hccl_before_the_group_forms_on_the_hpu_device(
+        habana: tuple[Calls, dict[str, bool]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard/__main__.py's serve() up to the rendezvous (stopped there: no second rank, no real hccl here)."""
+    from textgen_server.devices import DISTRIBUTED_BACKENDS
+    from textgen_server.shard import distributed
+    from textgen_server.shard.__main__ import serve
+    calls, _ = habana
+    monkeypatch.setenv("PT_HPU_ENABLE_LAZY_COLLECTIVES", "true")
+    monkeypatch.delenv("PT_HPU_LAZY_MODE", raising=False)       # restored after the test; serve() sets it
+
+    def init_process_group(device: str, rank: int, world_size: int, *args: Any, **kwargs: Any) -> None:
+        calls.append(("init_process_group", (DISTRIBUTED_BACKENDS[device], rank, world_size, kwargs["probe_device"])))
+        raise _Stop
+    monkeypatch.setattr(distributed, "init_process_group", init_process_group)
+    config = parse_args(["--model-path", "/m", "--device", "hpu", "--rank", "1", "--world-size", "2", *FLAGS])
+    with pytest.raises(_Stop):
+        serve(config)
+    assert calls == [("import hccl", None), ("init_process_group", ("hccl", 1, 2, torch.device("hpu")))]
+    assert os.environ["PT_HPU_LAZY_MODE"] == "1"                   # set before the backend was imported
