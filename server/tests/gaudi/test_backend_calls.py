@@ -1,6 +1,6 @@
-"""gaudi/backend.py and gaudi/runner.py's pieces against the recording stand-ins of conftest.py.
+"""gaudi/backend.py and gaudi/runner.py's pieces against the recording stand-ins of habana_standins.py.
 
-A mock on purpose (no Gaudi card exists here; conftest.py says what the stand-ins do): these tests check what the
+A mock on purpose (no Gaudi card here; habana_standins.py says what the stand-ins do): these tests check what the
 backend can get wrong on its own: which library functions it calls, with which arguments, in which order (FP8
 before the graph wrapper, the wrapper around the step module, FusedSDPA for prefill rows only, hccl registered for
 more than one card). The model is a real tiny transformers checkpoint on the CPU; the profiler is torch's own,
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import Calls
+from habana_standins import Calls
 from transformers import AutoModelForCausalLM
 
 from textgen_server.gaudi.config import parse_gaudi_env

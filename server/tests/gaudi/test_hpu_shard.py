@@ -1,4 +1,4 @@
-"""`--device hpu` through the shard's real code path, over the Habana stand-ins of conftest.py (a mock: no Gaudi
+"""`--device hpu` through the shard's real code path, over the Habana stand-ins of habana_standins.py (a mock: no Gaudi
 card exists here), with the stand-ins' `hpu` mapped onto the CPU: the runner gets the CPU device where
 backend.select_device would give `hpu` (select_device itself is tested in test_backend_calls.py).
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import Calls
+from habana_standins import Calls
 from test_static_shapes_cpu import SPEC, _jobs, serve
 
 from textgen_server.gaudi.runner import HpuRunner, load_backend
