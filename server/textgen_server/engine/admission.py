@@ -8,7 +8,9 @@ serve many. Our steps always mix prompt chunks with the running batch's decode t
 altogether on that path); we keep it, as `--waiting-served-ratio` / `--max-waiting-tokens` describe, with one
 difference: a group that `--max-batch-prefill-tokens` cut short keeps joining at the next steps without being
 measured again. The rule already let that group interrupt the batch; its tail is no new, smaller group, and
-holding it back only delays it. Measured on `hack/bench-server.py` (64 requests x 128 tokens arriving within
+holding it back only delays it. So while more requests wait than one step's budget takes, admission goes on step
+after step (what TGI v3 does at every step on its chunked path); the rule applies again once a step has room for
+every waiting request, or stops at KV blocks, the batch size or the total-token budget. Measured on `hack/bench-server.py` (64 requests x 128 tokens arriving within
 0.1 s, 2097-token budget): the group came in as 17, 18 and 16 requests, then the last 13 were fewer than
 floor(51 * 0.3) = 15 and waited 20 decode steps (3.4 s of a 17.1 s TTFT p99) before they could join.
 """
