@@ -25,6 +25,10 @@ Where the time goes: `burst_requests` counts the operator's requests the API ser
 TGS create and the last StatefulSet create (audit log), by verb and resource: everything there beyond one
 StatefulSet per TGS competes with the StatefulSets for the API server. `--profile FILE` also records the operator
 with py-spy (raw collapsed stacks, 100 Hz) from the first create until all are Ready and prints its top functions.
+`create_to_statefulset_ms_p50_operator_side` / `_api_side` split each latency at the instant the API server received
+the StatefulSet write. `--compare LABEL=DIR` (e.g. `git archive <commit> operator | tar -x -C DIR`) runs an older
+operator in the same run, `--rounds N` repeats all systems with the order rotated: on this shared machine ratios
+between separate runs swing several-fold with the load, so only systems of the same round compare.
 
 Every request honours the API server's HTTP 429 / Retry-After (right after the CRD is installed, its storage
 answers 429 "storage is (re)initializing" for a moment): the baseline reactor watches through the operator's own
@@ -141,6 +145,26 @@ def latencies(since: float, namespace: str) -> tuple[list[float], float]:
     found = [(sts[name] - at) * 1000 for name, at in tgs.items() if name in sts]
     span = max(sts.values()) - min(tgs.values()) if sts and tgs else float("nan")
     return found, span
+
+
+def split_p50(since: float, namespace: str) -> tuple[float, float]:
+    """p50 (ms) of the two halves of create-to-StatefulSet: the operator's (TGS created -> its StatefulSet write
+    received by the API server: watch delivery, queueing, the operator's CPU) and the API server's (that write
+    received -> completed)."""
+    events = audit_events(since)
+    tgs = created_at(events, namespace, "textgenerationservices")
+    received: dict[str, tuple[float, float]] = {}
+    for event in events:
+        ref = event.get("objectRef", {})
+        if (ref.get("namespace") == namespace and ref.get("resource") == "statefulsets" and not ref.get("subresource")
+                and event["verb"] in ("create", "patch") and event.get("responseStatus", {}).get("code") == 201):
+            received.setdefault(ref["name"], (stamp(event["requestReceivedTimestamp"]),
+                                              stamp(event["stageTimestamp"])))
+    names = [name for name in tgs if name in received]
+    if not names:
+        return float("nan"), float("nan")
+    return (statistics.median((received[n][0] - tgs[n]) * 1000 for n in names),
+            statistics.median((received[n][1] - received[n][0]) * 1000 for n in names))
 
 
 def burst_requests(since: float, namespace: str) -> dict[str, int]:
@@ -299,12 +323,13 @@ def run_baseline(args: argparse.Namespace, cluster: Cluster, since: float) -> di
                 raise SystemExit(f"baseline: not every StatefulSet exists after {args.timeout} s")
             time.sleep(1)
         found, span = latencies(since, namespace)
+        split = split_p50(since, namespace)
     finally:
         stop.set()
         cluster.custom.create_namespaced_custom_object(*TGS[:2], namespace, TGS[2], tgs_body("wake-the-watch"))
         reactor.join(30)
         cluster.delete_namespace(namespace)
-    return {"p50": statistics.median(found), "p99": percentile(found, 0.99), "span": span}
+    return {"p50": statistics.median(found), "p99": percentile(found, 0.99), "span": span, "split": split}
 
 
 def start_operator(kubeconfig: Path, metrics_port: int, tree: Path | None = None) -> subprocess.Popen[bytes]:
@@ -352,6 +377,7 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
         steady = steady_writes(steady_from)
         found, span = latencies(since, namespace)
         burst = burst_requests(since, namespace)
+        split = split_p50(since, namespace)
     finally:
         if profiler is not None and profiler.poll() is None:
             profiler.kill()
@@ -369,6 +395,7 @@ def run_operator(args: argparse.Namespace, cluster: Cluster, kubeconfig: Path, s
         "reconciles": int(reconciles), "requests": int(delta("textgen_operator_api_requests_total")),
         "reconcile_mean": delta("textgen_operator_reconcile_duration_seconds_sum") / max(reconciles, 1),
         "applies": int(delta("textgen_operator_applies_total")), "steady_writes": len(steady), "burst": burst,
+        "split": split,
     }
 
 
@@ -425,6 +452,7 @@ def main() -> None:
     systems = ([] if args.no_baseline else ["baseline"]) + list(trees) + ["ours"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
     rounds: list[dict[str, float]] = []
+    splits: list[dict[str, list[float]]] = []     # per round: system -> [operator side, API side] p50 ms
     try:
         since = time.time() - 1
         for index in range(args.rounds):
@@ -435,6 +463,7 @@ def main() -> None:
                                   run_operator(args, cluster, kubeconfig, since,
                                                Path(trees[name]) if name in trees else None))
             rounds.append({name: round(runs[name][-1]["p50"], 1) for name in systems})
+            splits.append({name: [round(v, 1) for v in runs[name][-1]["split"]] for name in systems})
     finally:
         for crd in installed:   # what was there before (e.g. the chart's) stays; what we added goes
             kubectl(kubeconfig, "delete", "--wait=false", "-f", str(crd))
@@ -456,6 +485,8 @@ def main() -> None:
         "applies": ours["applies"],
         f"writes_in_{int(args.steady_seconds)}s_steady_state": ours["steady_writes"],
         "burst_requests": ours["burst"],
+        "create_to_statefulset_ms_p50_operator_side": round(ours["split"][0], 1),
+        "create_to_statefulset_ms_p50_api_side": round(ours["split"][1], 1),
     }
     if baseline is not None:
         result.update({
@@ -467,6 +498,7 @@ def main() -> None:
         })
     if len(systems) > 2 or args.rounds > 1:
         result["p50_ms_per_round"] = rounds       # same round = same machine state: compare within a round
+        result["p50_ms_operator_side_api_side_per_round"] = splits
         if baseline is not None:
             result["p50_over_baseline_per_round"] = {
                 name: [round(r[name] / r["baseline"], 2) for r in rounds] for name in systems if name != "baseline"}
