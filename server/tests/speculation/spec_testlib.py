@@ -20,6 +20,7 @@ from textgen_server.models.loading import read_eos_token_ids
 from textgen_server.engine import BlockManager, Scheduler, SchedulerConfig, Sequence
 from textgen_server.protocol import SamplingParams, WarmupSpec
 from textgen_server.shard.runner import ModelRunner
+from textgen_server.speculation.adaptive import StepCosts
 
 @dataclass
 class Job:
@@ -49,12 +50,21 @@ class EngineRun:
     """One runner (model + KV cache) reused across runs; each run gets a fresh scheduler and block manager."""
 
     def __init__(self, model_dir: Path, speculate: int, medusa_path: Path | None = None,
-                 num_blocks: int | None = None, max_prefill_tokens: int = 512) -> None:
+                 num_blocks: int | None = None, max_prefill_tokens: int = 512, measured_costs: bool = False) -> None:
+        """measured_costs False replaces the step costs warmup timed by flat ones (every candidate with a chance of
+        acceptance pays, as on a device bound by reading its weights): a tiny model's step is 1-3 ms, and on a
+        loaded machine its timings are noise (measured: one shape's minimum 1.3 ms in one warmup, 3.0 in the
+        next), which would make the accepted counts these tests assert depend on the load. The measured path and
+        the rule itself are tested in test_adaptive.py."""
         self.runner = ModelRunner(model_dir, speculate=speculate, medusa_path=medusa_path)
         memory = None if num_blocks is None else num_blocks * self.runner.loaded.kv_cache_shape().bytes_per_block()
         total = 512 if num_blocks is None else num_blocks * 16  # a small cache: the limits shrink to it
         self.warmup = self.runner.warmup(WarmupSpec(min(total - 1, max_prefill_tokens), total,
                                                     min(total, max_prefill_tokens), kv_cache_memory_bytes=memory))
+        measured = self.runner.acceptance.costs
+        if measured is not None and not measured_costs:
+            self.runner.acceptance.costs = StepCosts({size: (1.0,) * len(costs)
+                                                      for size, costs in measured.by_batch.items()})
         self.max_prefill_tokens = max_prefill_tokens
 
     def run(self, jobs: list[Job], prefix_caching: bool = True) -> RunResult:

@@ -102,11 +102,11 @@ class ModelRunner:
 
     def _measure_verify_costs(self, cache: PagedKVCache, max_queries: int) -> None:
         """Time decode steps of 1..K+1 query tokens per row for the adaptive rule (shard/verify_cost.py)."""
-        costs = measure_step_costs(self.run_model, cache, max_queries, self.device)
+        costs = measure_step_costs(self.run_model, cache, max_queries, self.device, self.world_size)
         self.acceptance.costs = costs
         for batch_size, seconds in costs.by_batch.items():
-            logger.info("decode step cost at batch %d, 1..%d query tokens per row: %s ms", batch_size, max_queries,
-                        " ".join(f"{1000 * s:.1f}" for s in seconds))
+            logger.info("rank %d: decode step cost at batch %d, 1..%d query tokens per row: %s ms", self.rank,
+                        batch_size, max_queries, " ".join(f"{1000 * s:.1f}" for s in seconds))
 
     def step(self, items: list[StepItem]) -> list[Generation]:
         """One forward pass over `items`; one Generation per item with sample=True, in item order."""
@@ -157,9 +157,10 @@ class ModelRunner:
             return [g for group in kept for g in group]
         histories = [[*state.history, group[-1].token.id] for state, group in zip(states, kept)]
         proposals = self.proposer.propose(histories, sample_hidden[last_rows])
-        for i, (item, state, candidates) in enumerate(zip(sampling_items, states, proposals)):
-            # The adaptive rule (speculation/adaptive.py): fewer candidates at low acceptance or in a large batch.
-            candidates = candidates[: self.acceptance.limit(item.request_id, len(states), len(candidates))]
+        # The adaptive rule (speculation/adaptive.py): the candidates that pay for their share of the next step.
+        limits = self.acceptance.limits([item.request_id for item in sampling_items], [len(c) for c in proposals])
+        for i, (state, candidates, limit) in enumerate(zip(states, proposals, limits)):
+            candidates = candidates[:limit]
             if state.grammar is not None:  # only candidates the grammar allows (sampling/grammar.py)
                 candidates = cut_candidates(state.grammar, state, kept[i][-1].token.id, candidates)
             kept[i][-1] = dataclasses.replace(kept[i][-1], speculative_ids=candidates)

@@ -15,15 +15,20 @@ request whose text starts to repeat gets probed again (at batch 8, a request who
 rejected proposes one every ~6 steps; after a long rejection streak, the first probe comes ~10 steps later).
 
 With measured step costs (StepCosts, timed by the shard at warmup: shard/verify_cost.py) the bar above is replaced
-by the cost-aware choice (best_candidates): the count k that maximizes expected tokens per unit of step time,
-(1 + a_r + ... + a_r^k) / cost(k + 1 query tokens per row) relative to cost(1). On this CPU a float32 step with 4+
-query tokens per row switches matmul kernels and costs ~1.5x a 1-token step, so k stops at 2 there; where costs
-are flat (a GPU bound by reading the weights), every candidate with any chance of acceptance pays. The bar rule
-stays for runners that were never warmed up (unit tests building a runner directly).
+by a plan for the whole batch (plan_batch): the candidates that maximize the batch's expected tokens per unit of
+step time, (rows + the kept candidates' chances a_r^i) / cost(rows + kept candidates). A step's cost follows its
+total query tokens (the matmuls run over the flat token layout; only attention pads rows to the longest), so one
+row's candidate costs the batch one token's worth: the rule is no longer per row, where a row's k was priced as
+if every row carried k (what made the max of per-row choices set the price). On this CPU a float32 step with 4+
+query tokens switches matmul kernels (batch 1: ~1.5x a 1-token step), so a lone request stops at 2 candidates;
+at batch 8 one token more costs ~1% of the step, so likely candidates pay; where costs are flat (a GPU bound by
+reading the weights), every candidate with any chance of acceptance pays. The bar rule stays for runners that
+were never warmed up (unit tests building a runner directly).
 Exactness does not depend on this: it only decides how many candidates are sent for verification.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 DECAY = 0.8              # weight of the past per verify step: the estimate follows the last ~5 steps
@@ -70,27 +75,52 @@ class StepCosts:
 
     by_batch: dict[int, tuple[float, ...]] = field(default_factory=dict)
 
-    def relative(self, batch_size: int) -> tuple[float, ...]:
-        """The costs of the largest measured batch <= batch_size (else the smallest), relative to 1 query/row."""
+    def step_seconds(self, rows: int, tokens: int) -> float:
+        """A step of `rows` rows and `tokens` query tokens in all, however they are split over the rows: the
+        rows' plain step (interpolated between the measured batch sizes), plus what the extra tokens add in the
+        table of the nearest measured batch size (largest <= rows, else the smallest). Extra tokens are priced as
+        tokens, not as queries per row: the matmuls, most of a step, run over the flat token layout, and
+        attention pads rows only to the step's longest (a few % at these contexts)."""
         sizes = sorted(self.by_batch)
-        below = [size for size in sizes if size <= batch_size]
-        costs = self.by_batch[below[-1] if below else sizes[0]]
-        return tuple(cost / costs[0] for cost in costs)
+        base = _interpolate([(size, self.by_batch[size][0]) for size in sizes], rows)
+        nearest = max([size for size in sizes if size <= rows], default=sizes[0])
+        costs = self.by_batch[nearest]
+        extra = [(nearest * queries, cost - costs[0]) for queries, cost in enumerate(costs)]
+        return base + _interpolate(extra, tokens - rows)
 
 
-def best_candidates(rate: float, relative_costs: tuple[float, ...], limit: int) -> int:
-    """The k <= limit maximizing expected tokens per step time, (1 + rate + ... + rate^k) / relative_costs[k]
-    (relative_costs[k]: a step with k candidates per row, i.e. k + 1 query tokens, over one without any).
+def _interpolate(points: list[tuple[int, float]], x: int) -> float:
+    """Linear between points (sorted by x), flat below the first, the last segment's slope beyond the last."""
+    if x <= points[0][0] or len(points) == 1:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    (x0, y0), (x1, y1) = points[-2], points[-1]
+    return y1 + (y1 - y0) * (x - x1) / (x1 - x0)
+
+
+def plan_batch(rates: Sequence[float], available: Sequence[int], step_seconds: Callable[[int], float]) -> list[int]:
+    """Candidates per row (each <= available[r]) maximizing the batch's expected tokens per second of step time:
+    (rows + sum of the kept candidates' chances rate_r^i) / step_seconds(rows + kept candidates).
+
+    Why batch-level: a step's cost follows its total tokens, so one row's candidate costs the batch one token's
+    worth, not a whole extra query per row. For a given number m of candidates the best set is the m highest
+    chances (each row's chances fall with i, so a row's set is a prefix of its proposals); then the best m wins.
     Ties keep fewer candidates: equal speed for less work."""
-    best, best_speed = 0, 1.0 / relative_costs[0]
-    expected, chance = 1.0, 1.0
-    for k in range(1, min(limit, len(relative_costs) - 1) + 1):
-        chance *= rate
+    chances = sorted(((rate ** i, row) for row, (rate, count) in enumerate(zip(rates, available))
+                      for i in range(1, count + 1)), key=lambda chance: -chance[0])  # stable: i order on ties
+    rows = len(rates)
+    best, best_speed, expected = 0, rows / step_seconds(rows), float(rows)
+    for m, (chance, _) in enumerate(chances, 1):
         expected += chance
-        speed = expected / relative_costs[k]
+        speed = expected / step_seconds(rows + m)
         if speed > best_speed:
-            best, best_speed = k, speed
-    return best
+            best, best_speed = m, speed
+    counts = [0] * rows
+    for _, row in chances[:best]:
+        counts[row] += 1
+    return counts
 
 
 class AcceptanceTracker:
@@ -106,10 +136,19 @@ class AcceptanceTracker:
         self._by_request.setdefault(request_id, Acceptance()).update(proposed, accepted)
 
     def limit(self, request_id: int, batch_size: int, limit: int) -> int:
+        """The bar rule for one row (num_candidates): what a runner without measured costs proposes."""
         rate = self._by_request.get(request_id, Acceptance()).rate
+        return num_candidates(rate, min_gain(batch_size, self.min_gain_per_row), limit)
+
+    def limits(self, request_ids: Sequence[int], available: Sequence[int]) -> list[int]:
+        """Candidates to keep per row of a step (request_ids[r] proposed available[r]): the batch plan
+        (plan_batch) with measured costs, else the bar rule row by row."""
         if self.costs is None or not self.costs.by_batch or self.min_gain_per_row == 0:
-            return num_candidates(rate, min_gain(batch_size, self.min_gain_per_row), limit)
-        return best_candidates(rate, self.costs.relative(batch_size), limit)
+            return [self.limit(request_id, len(request_ids), count)
+                    for request_id, count in zip(request_ids, available)]
+        rates = [self._by_request.get(request_id, Acceptance()).rate for request_id in request_ids]
+        costs, rows = self.costs, len(request_ids)
+        return plan_batch(rates, available, lambda tokens: costs.step_seconds(rows, tokens))
 
     def forget(self, request_id: int) -> None:
         self._by_request.pop(request_id, None)
