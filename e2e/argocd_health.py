@@ -88,6 +88,7 @@ class HealthWatch:
         self.capture_dir = Path(capture) if capture else None
         self._captured: set[str] = set()
         self._watch = kubernetes.watch.Watch()
+        self._resource_version = ""
         self._thread = threading.Thread(target=self._run, name="argocd-health-watch", daemon=True)
 
     def begin(self, stage: str, generation: int) -> None:
@@ -96,6 +97,15 @@ class HealthWatch:
         self.stage, self.generation = stage, generation
 
     def __enter__(self) -> HealthWatch:
+        # The watch starts from a list's resourceVersion, taken before the test applies anything: started "from
+        # now" instead, a loaded machine could establish it after the operator's first status write, and the
+        # object's first (unobserved) version would never be delivered.
+        listed = self._api().list_namespaced_custom_object("textgen.dev", "v1alpha1", self.namespace,
+                                                           "textgenerationservices",
+                                                           field_selector=f"metadata.name={self.name}")
+        for obj in listed.get("items", []):
+            self._record(obj)
+        self._resource_version = listed["metadata"]["resourceVersion"]
         self._thread.start()
         return self
 
@@ -103,12 +113,15 @@ class HealthWatch:
         self._watch.stop()
         self._thread.join(timeout=30)
 
+    def _api(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.cluster.api_client())
+
     def _run(self) -> None:
-        api = kubernetes.client.CustomObjectsApi(self.cluster.api_client())
         try:
-            for event in self._watch.stream(api.list_namespaced_custom_object, "textgen.dev", "v1alpha1",
+            for event in self._watch.stream(self._api().list_namespaced_custom_object, "textgen.dev", "v1alpha1",
                                             self.namespace, "textgenerationservices",
-                                            field_selector=f"metadata.name={self.name}", timeout_seconds=900):
+                                            field_selector=f"metadata.name={self.name}", timeout_seconds=900,
+                                            resource_version=self._resource_version):
                 if event["type"] in ("ADDED", "MODIFIED"):
                     self._record(event["object"])
         except BaseException as exc:  # noqa: BLE001 - reported by the test (HealthWatch.check)
