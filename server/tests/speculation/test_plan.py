@@ -43,7 +43,9 @@ def test_plan_is_off_ngram_or_medusa(tmp_path: Path) -> None:
     ([1, 2, 9, 8, 2, 9, 7, 1, 2, 9], 2, [8, 2]),      # the longest suffix (1 2 9) beats a later "2 9"
     ([2, 9, 8, 5, 2, 9, 7, 6, 2, 9], 2, [7, 6]),      # latest occurrence of "2 9" wins
     ([1, 2, 3, 4, 5, 6], 2, []),                       # nothing repeats: no candidates
-    ([5, 7, 5, 8], 2, []),                             # one repeated token is not enough (NGRAM_MIN_N = 2)
+    ([5, 7, 5, 8], 2, []),                             # the last token never occurred before: nothing
+    ([5, 7, 3, 9, 5], 2, [7, 3]),                      # one repeated token is a clue (NGRAM_MIN_N = 1)
+    ([5, 7, 3, 5, 8, 9, 5], 2, [8, 9]),                # ... its latest occurrence first
     ([1, 2, 3, 1, 2], 5, [3, 1, 2]),                   # fewer than k tokens follow: all of them
     ([256, 1, 256, 1], 2, [256, 1]),                   # ids whose bytes could straddle a packed boundary
     ([1 << 16, 1, 1 << 16, 1], 1, [1 << 16]),
