@@ -12,10 +12,15 @@ higher than a real model's on the grounded workload: read the speedups with the 
 corpus, the model's own 96-token greedy continuation, then the passage again (the answer copies the prompt, as in
 code edits or extraction). Open-ended prompts: 128 random tokens. Each request generates O tokens (64, EOS ignored).
 Medusa: 3 heads fitted offline to the model's continuations of 4 of the grounded prompts (testing/medusa_repo.py).
+Interleaved: every server is started first (one after another, so each one's warmup timings are not disturbed by
+another's warmup), then each round measures every (workload, batch) on every server in a rotated order, and
+transformers' runs, so a burst of load from other processes on a shared machine hits every system alike.
 Reported: output tokens/s, TPOT (mean over requests), acceptance rate (tgi_speculative_accepted_tokens /
-tgi_speculative_proposed_tokens from /metrics), each speed as a ratio to speculation off.
+tgi_speculative_proposed_tokens from /metrics), the load average; each figure the median over rounds, each ratio
+to speculation off the median of the same-round ratios.
 
-Usage: .venv/bin/python hack/bench-speculation.py [--output-tokens 64] [--batch1-requests 4] [--no-medusa]
+Usage: .venv/bin/python hack/bench-speculation.py [--output-tokens 64] [--batch1-requests 4] [--rounds 3]
+       [--no-medusa] [--configs off,ngram-2,ngram-4,medusa-3] [--workloads input-grounded,open-ended]
        [--hidden-size 768 --layers 8 --intermediate-size 2048 --heads 12 --kv-heads 4] [--json PATH]
 """
 from __future__ import annotations
@@ -24,8 +29,10 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +45,8 @@ from textgen_server.testing.repetitive_model import build_repetitive_model
 from textgen_server.testing.stream_timing import stream_all
 
 BATCH = 8
+CONFIGS = ("off", "ngram-2", "ngram-4", "medusa-3")
+WORKLOADS = ("input-grounded", "open-ended")
 
 
 @dataclass
@@ -45,20 +54,33 @@ class Row:
     config: str
     workload: str
     batch: int
+    round: int
     tokens_per_s: float
     tpot_ms: float
     acceptance: float | None
+    load: float  # 1-minute load average at the end of the measurement
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--batch1-requests", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over every system")
     parser.add_argument("--no-medusa", action="store_true")
+    parser.add_argument("--configs", default="off,ngram-2,ngram-4,medusa-3",
+                        help="servers to compare (off is always included: the ratios' baseline)")
+    parser.add_argument("--workloads", default="input-grounded,open-ended")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-speculation")
     parser.add_argument("--json", type=Path, default=None)
     add_model_arguments(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    for flag, value, known in (("--configs", args.configs, CONFIGS), ("--workloads", args.workloads, WORKLOADS)):
+        unknown = set(value.split(",")) - set(known)
+        if unknown:
+            parser.error(f"{flag}: unknown {sorted(unknown)}; choose from {','.join(known)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    return args
 
 
 def build_model(args: argparse.Namespace) -> Path:
@@ -121,38 +143,51 @@ def measure(base_url: str, texts: list[str], batch: int, output_tokens: int) -> 
     return sum(len(t) - 1 for t in timings) / wall, tpot * 1000, (accepted / proposed if proposed else None)
 
 
-def run_server(label: str, model_id: Path, extra: list[str], workloads: dict[str, list[str]],
-               args: argparse.Namespace) -> list[Row]:
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def run_round(round_index: int, servers: dict[str, str], workloads: dict[str, list[str]],
+              args: argparse.Namespace) -> list[Row]:
+    """One measurement of every (workload, batch) on every server, the servers' order rotated by round."""
     rows = []
-    with running_launcher(model_id, extra, args.workdir, name=label) as base_url:
-        asyncio.run(stream_all(base_url, workloads["open-ended"][:2], 4))  # first-request costs out of the figures
-        for workload, texts in workloads.items():
-            for batch, chosen in ((1, texts[: args.batch1_requests]), (BATCH, texts)):
-                speed, tpot, acceptance = measure(base_url, chosen, batch, args.output_tokens)
-                rows.append(Row(label, workload, batch, speed, tpot, acceptance))
-                print(f"{label:10s} {workload:14s} batch {batch}: {speed:7.1f} tok/s  TPOT {tpot:6.1f} ms  "
-                      f"acceptance {'-' if acceptance is None else f'{acceptance:.2f}'}", flush=True)
+    labels = list(servers)
+    order = labels[round_index % len(labels):] + labels[: round_index % len(labels)]
+    for workload, texts in workloads.items():
+        for batch, chosen in ((1, texts[: args.batch1_requests]), (BATCH, texts)):
+            for label in order:
+                speed, tpot, acceptance = measure(servers[label], chosen, batch, args.output_tokens)
+                rows.append(Row(label, workload, batch, round_index, speed, tpot, acceptance, load_average()))
+                print(f"round {round_index} {label:10s} {workload:14s} batch {batch}: {speed:7.1f} tok/s  TPOT "
+                      f"{tpot:6.1f} ms  acceptance {'-' if acceptance is None else f'{acceptance:.2f}'}  load "
+                      f"{rows[-1].load:.1f}", flush=True)
     return rows
 
 
-def transformers_prompt_lookup(model_dir: Path, prompts: list[list[int]], output_tokens: int) -> dict[str, float]:
-    """tokens/s of transformers' generate at batch 1, plain and with prompt_lookup_num_tokens 2 and 4."""
+def load_transformers(model_dir: Path, prompt: list[int]) -> object:
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     with torch.no_grad():  # first-call costs out of the figures, as for the server
-        model.generate(torch.tensor([prompts[0]]), do_sample=False, max_new_tokens=4, prompt_lookup_num_tokens=2)
+        model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=4, prompt_lookup_num_tokens=2)
+    return model
+
+
+def transformers_prompt_lookup(model: object, prompts: list[list[int]], output_tokens: int) -> dict[str, float]:
+    """tokens/s of transformers' generate at batch 1, plain and with prompt_lookup_num_tokens 2 and 4."""
+    import torch
+
     results = {}
     for label, extra in (("plain", {}), ("prompt-lookup-2", {"prompt_lookup_num_tokens": 2}),
                          ("prompt-lookup-4", {"prompt_lookup_num_tokens": 4})):
         started = time.perf_counter()
         for prompt in prompts:
             with torch.no_grad():
-                model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=output_tokens,
-                               min_new_tokens=output_tokens, **extra)
+                model.generate(torch.tensor([prompt]), do_sample=False,  # type: ignore[attr-defined]
+                               max_new_tokens=output_tokens, min_new_tokens=output_tokens, **extra)
         results[label] = len(prompts) * output_tokens / (time.perf_counter() - started)
-        print(f"transformers {label}: {results[label]:.1f} tok/s", flush=True)
+        print(f"transformers {label}: {results[label]:.1f} tok/s  load {load_average():.1f}", flush=True)
     return results
 
 
@@ -161,31 +196,54 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_model(args)
     grounded, open_ended, grounded_ids = build_prompts(model_dir)
-    workloads = {"input-grounded": grounded, "open-ended": open_ended}
+    workloads = {name: texts for name, texts in (("input-grounded", grounded), ("open-ended", open_ended))
+                 if name in args.workloads.split(",")}
+    wanted = {"off", *args.configs.split(",")} - ({"medusa-3"} if args.no_medusa else set())
     configs: list[tuple[str, Path, list[str]]] = [("off", model_dir, []), ("ngram-2", model_dir, ["--speculate", "2"]),
                                                   ("ngram-4", model_dir, ["--speculate", "4"])]
-    if not args.no_medusa:
+    if "medusa-3" in wanted:
         medusa_dir = build_medusa_repo(args.workdir / "medusa", model_dir, grounded_ids[:4], args.output_tokens,
                                        num_heads=3)
         configs.append(("medusa-3", medusa_dir, []))
-    rows = [row for label, model_id, extra in configs for row in run_server(label, model_id, extra, workloads, args)]
-    hf = transformers_prompt_lookup(model_dir, grounded_ids[: args.batch1_requests], args.output_tokens)
-    print_report(rows, hf)
+    hf_model = load_transformers(model_dir, grounded_ids[0]) if "input-grounded" in workloads else None
+    rows: list[Row] = []
+    hf_rounds: list[dict[str, float]] = []
+    with ExitStack() as stack:
+        servers = {}
+        for label, model_id, extra in configs:  # one after another: no warmup is timed beside another's
+            if label in wanted:
+                servers[label] = stack.enter_context(running_launcher(model_id, extra, args.workdir, name=label))
+                asyncio.run(stream_all(servers[label], open_ended[:2], 4))  # first-request costs out of the figures
+        for round_index in range(args.rounds):
+            rows += run_round(round_index, servers, workloads, args)
+            if hf_model is not None:
+                hf_rounds.append(transformers_prompt_lookup(hf_model, grounded_ids[: args.batch1_requests],
+                                                            args.output_tokens))
+    print_report(rows, hf_rounds)
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "transformers": hf}, indent=2))
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "transformers": hf_rounds}, indent=2))
 
 
-def print_report(rows: list[Row], hf: dict[str, float]) -> None:
-    base = {(r.workload, r.batch): r for r in rows if r.config == "off"}
-    print("\n| config | workload | batch | tokens/s | vs off | TPOT ms | acceptance |\n|---|---|--:|--:|--:|--:|--:|")
-    for r in rows:
-        ratio = r.tokens_per_s / base[(r.workload, r.batch)].tokens_per_s
-        acceptance = "-" if r.acceptance is None else f"{r.acceptance:.2f}"
-        print(f"| {r.config} | {r.workload} | {r.batch} | {r.tokens_per_s:.1f} | {ratio:.2f}x | {r.tpot_ms:.1f} |"
-              f" {acceptance} |")
-    for label in ("prompt-lookup-2", "prompt-lookup-4"):
-        print(f"transformers {label} speedup at batch 1 (input-grounded): {hf[label] / hf['plain']:.2f}x "
-              f"({hf['plain']:.1f} -> {hf[label]:.1f} tok/s)")
+def print_report(rows: list[Row], hf_rounds: list[dict[str, float]]) -> None:
+    """Medians over rounds; each ratio is the median of the ratios to speculation off within the same round."""
+    base = {(r.workload, r.batch, r.round): r.tokens_per_s for r in rows if r.config == "off"}
+    print("\n| config | workload | batch | tokens/s | vs off | TPOT ms | acceptance | load |\n"
+          "|---|---|--:|--:|--:|--:|--:|--:|")
+    keys = list(dict.fromkeys((r.config, r.workload, r.batch) for r in rows))
+    for config, workload, batch in keys:
+        mine = [r for r in rows if (r.config, r.workload, r.batch) == (config, workload, batch)]
+        ratio = statistics.median(r.tokens_per_s / base[(workload, batch, r.round)] for r in mine)
+        accepted = [r.acceptance for r in mine if r.acceptance is not None]
+        acceptance = f"{statistics.median(accepted):.2f}" if accepted else "-"
+        print(f"| {config} | {workload} | {batch} | {statistics.median(r.tokens_per_s for r in mine):.1f} | "
+              f"{ratio:.2f}x | {statistics.median(r.tpot_ms for r in mine):.1f} | {acceptance} | "
+              f"{min(r.load for r in mine):.1f}-{max(r.load for r in mine):.1f} |")
+    if hf_rounds:
+        for label in ("prompt-lookup-2", "prompt-lookup-4"):
+            ratio = statistics.median(hf[label] / hf["plain"] for hf in hf_rounds)
+            print(f"transformers {label} speedup at batch 1 (input-grounded): {ratio:.2f}x ("
+                  f"{statistics.median(hf['plain'] for hf in hf_rounds):.1f} -> "
+                  f"{statistics.median(hf[label] for hf in hf_rounds):.1f} tok/s)")
 
 
 if __name__ == "__main__":
