@@ -179,8 +179,8 @@ def transformers_num_blocks(model_dir: Path, kv_bytes: int, page_size: int = 256
     """transformers' --cb-num-blocks for `kv_bytes` of float32 K and V: a block holds `page_size` tokens of every
     layer (ContinuousBatchingConfig.page_size, default 256)."""
     config = json.loads((model_dir / "config.json").read_text())
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    bytes_per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 4
+    head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+    bytes_per_token = 2 * int(config["num_hidden_layers"]) * int(config["num_key_value_heads"]) * head_dim * 4
     return max(1, kv_bytes // (bytes_per_token * page_size))
 
 
