@@ -95,3 +95,26 @@ def test_shard_command_line() -> None:
     assert command[3:] == ["--model-path", "/m", "--uds-path", "/tmp/s", "--rank", "0", "--world-size", "1",
                            "--dtype", "float32", "--kv-cache-memory", "1024", "--device", "cpu"]
     assert spec.socket_path == "/tmp/s-0"
+
+
+def test_speculation_costs_reach_the_shard_only_when_speculating_and_not_default() -> None:
+    base = dict(model_path=Path("/m"), uds_path="/tmp/s", rank=0, world_size=1, dtype="float32", kv_cache_memory=None)
+    flat = build_shard_command(ShardSpec(**base, speculate=2, speculation_costs="flat"))
+    assert flat[flat.index("--speculation-costs") + 1] == "flat"
+    assert "--speculation-costs" not in build_shard_command(ShardSpec(**base, speculate=2))
+    assert "--speculation-costs" not in build_shard_command(ShardSpec(**base, speculation_costs="flat"))
+
+
+def test_an_unknown_speculation_costs_value_is_refused_with_the_choices() -> None:
+    with pytest.raises(ConfigError, match="--speculation-costs must be one of measured, flat, got 'fast'"):
+        build_config(parse_args(["--speculation-costs", "fast"], {}), Path("/m"),
+                     {"max_position_embeddings": 1024, "num_attention_heads": 8, "num_key_value_heads": 8})
+
+
+def test_flat_speculation_costs_without_speculation_is_refused(tiny_llama_dir: Path) -> None:
+    from textgen_server.launcher.main import load_config
+
+    with pytest.raises(ConfigError, match="--speculation-costs flat applies to speculation, which is off"):
+        load_config(parse_args(["--model-id", str(tiny_llama_dir), "--speculation-costs", "flat"], {}))
+    assert load_config(parse_args(["--model-id", str(tiny_llama_dir), "--speculate", "2",
+                                   "--speculation-costs", "flat"], {})).args.speculation_costs == "flat"

@@ -28,6 +28,8 @@ from textgen_server.launcher.parallel import (SINGLE_CPU, ParallelConfig, Parall
 DEFAULT_MAX_TOTAL_TOKENS_CAP = 4096
 PREFILL_HEADROOM_TOKENS = 50
 DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
+# --speculation-costs: how the adaptive rule prices verify steps (shard/verify_cost.py measures them).
+SPECULATION_COSTS = ("measured", "flat")
 # The environment textgen_server.devices reads: the development override and the visible accelerators.
 DEVICE_ENV_VARS = (OVERRIDE_ENV, "CUDA_VISIBLE_DEVICES", "HABANA_VISIBLE_MODULES")
 
@@ -84,6 +86,7 @@ class LauncherArgs:
     # TGI's model flags: honoured (trust_remote_code, speculate: speculation/config.py) or refused by name (quantize)
     quantize: str | None = None
     speculate: int | None = None
+    speculation_costs: str = "measured"   # measured | flat (SPECULATION_COSTS)
     trust_remote_code: bool = False
     device_env_names: tuple[str, ...] = ()   # accelerator runtime variables set (tgi_env.DEVICE_ENV)
     gaudi_environ: tuple[tuple[str, str], ...] = ()   # TGI on Gaudi's variables as set (gaudi/config.py)
@@ -152,6 +155,11 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
      "most speculative candidate tokens per request and step, verified in one forward pass (0 = off; fewer at low "
      "acceptance or large batches: speculation/adaptive.py): n-gram prompt lookup on any "
      "model; Medusa heads when --model-id is a Medusa repository (default and maximum: its medusa_num_heads)"),
+    ("--speculation-costs", "SPECULATION_COSTS", str, "measured",
+     "how --speculate prices a verify step: measured (the shards time steps of 1..K+1 query tokens at warmup, and "
+     "candidates are proposed only where they pay on this hardware); flat (every step priced alike, as on a device "
+     "bound by reading its weights: every candidate with any estimated chance is proposed, independent of "
+     "timings, so runs are reproducible, e.g. for tests and benchmarks)"),
     ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", int, 128, "requests in flight before 429"),
     ("--max-stop-sequences", "MAX_STOP_SEQUENCES", int, 4, "most stop sequences a request may give"),
     ("--max-top-n-tokens", "MAX_TOP_N_TOKENS", int, 5, "largest top_n_tokens a request may ask"),
@@ -355,6 +363,9 @@ def _positive_problems(args: LauncherArgs) -> list[str]:
                 if value is not None and value <= 0]
     if args.max_waiting_tokens < 0:  # 0 is TGI's "admit waiting requests at every step"
         problems.append(f"--max-waiting-tokens must be >= 0, got {args.max_waiting_tokens}")
+    if args.speculation_costs not in SPECULATION_COSTS:
+        problems.append(f"--speculation-costs must be one of {', '.join(SPECULATION_COSTS)}, "
+                        f"got {args.speculation_costs!r}")
     if args.waiting_served_ratio < 0:
         problems.append(f"--waiting-served-ratio must be >= 0, got {args.waiting_served_ratio}")
     if not 0 < args.port < 65536:

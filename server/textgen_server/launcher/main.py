@@ -79,6 +79,9 @@ def load_config(args: LauncherArgs) -> LauncherConfig:
     model_path = resolve_model(args.model_id, args.revision, args.huggingface_hub_cache, args.hf_token,
                                with_code=args.trust_remote_code)
     speculation = _plan_speculation(model_path, args.speculate)
+    if args.speculation_costs == "flat" and speculation.num_tokens == 0:
+        raise ConfigError(f"--speculation-costs {args.speculation_costs} applies to speculation, which is off "
+                          "(--speculate 0 or unset on a model without Medusa heads): set --speculate N or drop it")
     if speculation.medusa is not None:  # a Medusa repository names its base model: that is what the shards load
         model_path = resolve_model(speculation.medusa.base_model_id, None, args.huggingface_hub_cache, args.hf_token,
                                    with_code=args.trust_remote_code)
@@ -219,6 +222,7 @@ class Launcher:
                              master_port=parallel.master_port, num_threads=parallel.threads_per_rank,
                              join_timeout=args.shard_startup_timeout, group_key=group_key,
                              speculate=self.config.speculation.num_tokens,
+                             speculation_costs=args.speculation_costs,
                              medusa_path=self.config.speculation.medusa.path if self.config.speculation.medusa else None,
                              **_static_shape_fields(self.config))
             self.shards.append(await ShardProcess.spawn(spec))

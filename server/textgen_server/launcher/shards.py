@@ -46,6 +46,7 @@ class ShardSpec:
     group_key: str = "textgen"
     speculate: int = 0                  # speculative candidates per step (speculation/config.py decided which)
     medusa_path: Path | None = None     # the Medusa repository whose heads propose them
+    speculation_costs: str = "measured"  # --speculation-costs: timed at warmup, or flat
     # --static-shapes: (BATCH_BUCKET_SIZE, PREFILL_BATCH_BUCKET_SIZE, PAD_SEQUENCE_TO_MULTIPLE_OF), WARMUP_ENABLED
     bucket_sizes: tuple[int, int, int] | None = None
     shape_warmup: bool = True
@@ -73,6 +74,8 @@ def build_shard_command(spec: ShardSpec) -> list[str]:
         command += ["--speculate", str(spec.speculate)]
     if spec.medusa_path is not None:
         command += ["--medusa-path", str(spec.medusa_path)]
+    if spec.speculate and spec.speculation_costs != "measured":
+        command += ["--speculation-costs", spec.speculation_costs]
     if spec.bucket_sizes is not None:
         command += ["--static-shapes", ",".join(map(str, spec.bucket_sizes))]
         if not spec.shape_warmup:

@@ -52,6 +52,7 @@ class ShardConfig:
     group_key: str = "textgen"
     speculate: int = 0
     medusa_path: Path | None = None
+    speculation_costs: str = "measured"   # measured at warmup (shard/verify_cost.py) or flat
     bucket_sizes: tuple[int, int, int] | None = None   # --static-shapes B,P,S: shard/static_runner.py
     shape_warmup: bool = True
 
@@ -83,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
                         help="speculative candidates per step (0 = off); n-gram unless --medusa-path is given")
     parser.add_argument("--medusa-path", type=Path, default=None,
                         help="Medusa repository whose heads propose the candidates (the launcher resolves it)")
+    parser.add_argument("--speculation-costs", choices=["measured", "flat"], default="measured",
+                        help="with --speculate: time verify steps at warmup (measured) or price them alike (flat)")
     parser.add_argument("--static-shapes", type=_bucket_sizes, default=None, metavar="BATCH,PREFILL_BATCH,PAD",
                         help="pad every forward pass to these buckets (BATCH_BUCKET_SIZE, PREFILL_BATCH_BUCKET_SIZE, "
                         "PAD_SEQUENCE_TO_MULTIPLE_OF) and warm every shape at Warmup (shard/static_runner.py)")
@@ -96,8 +99,8 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
                      "shapes only (the launcher always passes it on hpu)")
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
                        args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
-                       args.group_key, args.speculate, args.medusa_path, args.static_shapes,
-                       not args.no_shape_warmup)
+                       args.group_key, args.speculate, args.medusa_path, args.speculation_costs,
+                       args.static_shapes, not args.no_shape_warmup)
 
 
 def _bucket_sizes(text: str) -> tuple[int, int, int]:
@@ -155,7 +158,8 @@ def build_runner(config: ShardConfig, device: torch.device, gaudi: tuple[Any, An
 
     kwargs: dict[str, Any] = dict(default_kv_cache_bytes=config.kv_cache_memory
                                   or default_kv_cache_bytes(device.type, config.world_size),
-                                  speculate=config.speculate, medusa_path=config.medusa_path)
+                                  speculate=config.speculate, medusa_path=config.medusa_path,
+                                  speculation_costs=config.speculation_costs)
     if config.bucket_sizes is None:
         return ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size, **kwargs)
     from textgen_server.shard.static_runner import BucketSizes, StaticShapeRunner

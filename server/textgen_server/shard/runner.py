@@ -23,7 +23,7 @@ from textgen_server.sampling.grammar import GrammarFactory, cut_candidates
 from textgen_server.shard.errors import InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.verify import accept, expand_rows
-from textgen_server.speculation.adaptive import AcceptanceTracker
+from textgen_server.speculation.adaptive import AcceptanceTracker, StepCosts
 from textgen_server.speculation.proposer import Proposer, build_proposer
 from textgen_server.shard.verify_cost import measure_step_costs
 from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
@@ -44,8 +44,10 @@ class ModelRunner:
         default_kv_cache_bytes: int = DEFAULT_CPU_KV_CACHE_BYTES,
         speculate: int = 0,
         medusa_path: Path | None = None,
+        speculation_costs: str = "measured",
     ) -> None:
         self.default_kv_cache_bytes = default_kv_cache_bytes  # used when Warmup names no memory budget
+        self.speculation_costs = speculation_costs  # "measured" at warmup, or "flat" (--speculation-costs)
         self.device = torch.device(device)
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
         self.rank, self.world_size = rank, world_size
@@ -91,7 +93,10 @@ class ModelRunner:
         self.cache = PagedKVCache(shape, num_blocks, self.device)
         self.step(_warmup_items(plan_warmup_prompts(spec), num_blocks, self.loaded.config.vocab_size))
         self.clear()
-        if self.proposer is not None:
+        if self.proposer is not None and self.speculation_costs == "flat":
+            # One table for every batch size (StepCosts uses the nearest), every shape one step's cost.
+            self.acceptance.costs = StepCosts({1: (1.0,) * (self.proposer.num_tokens + 1)})
+        elif self.proposer is not None:
             self._measure_verify_costs(self.cache, self.proposer.num_tokens + 1)
         return WarmupResult(
             num_blocks=num_blocks,
