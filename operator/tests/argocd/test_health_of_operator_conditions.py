@@ -4,9 +4,8 @@ cannot produce (limited at maxReplicas, spec.replicas overridden, autoscaler pen
 the real autoscaling object of health_test.yaml with its Autoscaling condition replaced."""
 from __future__ import annotations
 
-import json
 import pathlib
-import subprocess
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -36,13 +35,6 @@ def hpa(conditions: list[tuple[str, str, str, str]], current: int = 1, desired: 
                                       for t, s, r, m in conditions]}}
 
 
-def argocd_lua() -> pathlib.Path:
-    proc = subprocess.run([str(ROOT / "hack" / "build-tools.sh"), "--print-argocd-bin-dir"], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip("argocd-lua is not built yet: run hack/build-tools.sh")
-    return pathlib.Path(proc.stdout.strip()) / "argocd-lua"
-
 
 def with_autoscaler(autoscaler: dict[str, Any] | None, managers: tuple[str, ...] = ()) -> dict[str, Any]:
     tgs: dict[str, Any] = yaml.safe_load(BASE.read_text())
@@ -64,11 +56,9 @@ def with_autoscaler(autoscaler: dict[str, Any] | None, managers: tuple[str, ...]
     (hpa([CANNOT, ACTIVE]), (), "Degraded", "Autoscaling FailedGetScale: HorizontalPodAutoscaler health"),
 ])
 def test_health_of_each_autoscaling_state(autoscaler: dict[str, Any] | None, managers: tuple[str, ...],
-                                          status: str, in_message: str) -> None:
-    out = subprocess.run([str(argocd_lua()), "eval", str(HEALTH_DIR / "health.lua")],
-                         input=json.dumps(with_autoscaler(autoscaler, managers)), capture_output=True, text=True,
-                         timeout=30, check=True)
-    health = json.loads(out.stdout)
+                                          status: str, in_message: str,
+                                          health_of: Callable[[dict[str, Any]], dict[str, str]]) -> None:
+    health = health_of(with_autoscaler(autoscaler, managers))
     assert health["status"] == status and in_message in health["message"], health
     if status == "Healthy" and in_message == "AllReplicasReady":
         assert "Autoscaling" not in health["message"], health     # nothing to say when it just works

@@ -5,12 +5,10 @@ Suspended, as Argo CD shows a paused Rollout or Deployment."""
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
-import subprocess
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import yaml
 
 from textgen_operator.builders import build_desired
@@ -23,14 +21,8 @@ HEALTH_DIR = ROOT / "argocd" / "resource_customizations" / "textgen.dev" / "Text
 BASE = HEALTH_DIR / "testdata" / "create-healthy-allreplicasready.yaml"
 NOW = 1_800_000_000.0
 CONFIG = OperatorConfig()
+HealthOf = Callable[[dict[str, Any]], dict[str, str]]   # the conftest's health_of fixture
 
-
-def argocd_lua() -> pathlib.Path:
-    proc = subprocess.run([str(ROOT / "hack" / "build-tools.sh"), "--print-argocd-bin-dir"], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip("argocd-lua is not built yet: run hack/build-tools.sh")
-    return pathlib.Path(proc.stdout.strip()) / "argocd-lua"
 
 
 def running_service(tgs: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -50,7 +42,7 @@ def running_service(tgs: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
     return live, [pod]
 
 
-def health_after(change: dict[str, Any]) -> dict[str, str]:
+def health_after(health_of: HealthOf, change: dict[str, Any]) -> dict[str, str]:
     """health.lua's answer for the base TGS with `change` merged into spec.rollout / spec, as the operator's
     status for it says."""
     base: dict[str, Any] = yaml.safe_load(BASE.read_text())
@@ -60,24 +52,22 @@ def health_after(change: dict[str, Any]) -> dict[str, str]:
     tgs["spec"].update(change)
     step = plan_step(tgs, build_desired(tgs, CONFIG), sts, pods, NOW)
     tgs["status"] = build_status(tgs, sts, pods, step.problems, "2026-11-30T21:46:00Z", rollout=step.plan)
-    out = subprocess.run([str(argocd_lua()), "eval", str(HEALTH_DIR / "health.lua")], input=json.dumps(tgs),
-                         capture_output=True, text=True, timeout=30, check=True)
-    return dict(json.loads(out.stdout))
+    return health_of(tgs)
 
 
-def test_a_paused_spec_change_is_suspended_not_healthy() -> None:
-    held = health_after({"podAnnotations": {"team": "b"}, "rollout": {"paused": True}})
+def test_a_paused_spec_change_is_suspended_not_healthy(health_of: HealthOf) -> None:
+    held = health_after(health_of, {"podAnnotations": {"team": "b"}, "rollout": {"paused": True}})
     assert held["status"] == "Suspended", held
     assert "Paused: spec.rollout.paused holds revision" in held["message"], held
     assert "has not started" in held["message"] and "stay at revision" in held["message"], held
 
 
-def test_the_same_change_unpaused_is_progressing() -> None:
-    rolling = health_after({"podAnnotations": {"team": "b"}})
+def test_the_same_change_unpaused_is_progressing(health_of: HealthOf) -> None:
+    rolling = health_after(health_of, {"podAnnotations": {"team": "b"}})
     assert rolling["status"] == "Progressing" and "surge pod(s)" in rolling["message"], rolling
     assert "0 pod(s) of revision" not in rolling["message"], rolling      # it said "0 pod(s) ... warming up"
 
 
-def test_paused_with_nothing_to_hold_stays_healthy() -> None:
-    idle = health_after({"rollout": {"paused": True}})
+def test_paused_with_nothing_to_hold_stays_healthy(health_of: HealthOf) -> None:
+    idle = health_after(health_of, {"rollout": {"paused": True}})
     assert idle == {"status": "Healthy", "message": "AllReplicasReady: 1/1 replicas ready"}, idle
