@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -121,6 +122,12 @@ def habana(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Calls, dict[str, b
     finder = _HcclFinder(calls)
     monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
     monkeypatch.delitem(sys.modules, "textgen_server.gaudi.backend", raising=False)
+    # load_backend sets Habana's runtime variables (PT_HPU_LAZY_MODE, ...) in os.environ, as it must in a shard:
+    # left there, every later launcher test would start its server with a Gaudi variable set (and be refused).
+    environ = dict(os.environ)
     yield calls, card
     sys.modules.pop("textgen_server.gaudi.backend", None)
     sys.modules.pop(HCCL, None)
+    for name in set(os.environ) - set(environ):
+        del os.environ[name]
+    os.environ.update(environ)
