@@ -83,6 +83,9 @@ def test_echo_puts_the_prompt_before_the_completion(server: LauncherProcess) -> 
     ("/v1/chat/completions", {"messages": MESSAGES, "temperature": "hot"}, "invalid request body at `temperature`"),
     ("/v1/completions", {"prompt": ""}, "`prompt` 0 is empty"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 10**9}, "`max_tokens` must be <= 512"),
+    # Unknown fields are refused by name, as OpenAI's API does (router/strict_body.py).
+    ("/v1/chat/completions", {"messages": MESSAGES, "min_tokens": 4}, "unknown field 'min_tokens'"),
+    ("/v1/completions", {"prompt": "x", "max_new_tokens": 4}, "unknown field 'max_new_tokens'"),
 ])
 def test_bad_requests_get_422_in_tgi_error_shape(server: LauncherProcess, path: str, body: dict[str, Any],
                                                  fragment: str) -> None:
@@ -90,6 +93,15 @@ def test_bad_requests_get_422_in_tgi_error_shape(server: LauncherProcess, path: 
     assert response.status_code == 422, response.text
     assert set(response.json()) == {"error", "error_type"} and response.json()["error_type"] == "validation"
     assert fragment in response.json()["error"]
+
+
+def test_unknown_null_fields_and_response_only_message_fields_are_accepted(server: LauncherProcess) -> None:
+    """null means not set; an assistant message passed back as history carries the SDK's response-only fields."""
+    history = [*MESSAGES, {"role": "assistant", "content": "ok", "refusal": None, "annotations": []},
+               {"role": "user", "content": "again"}]
+    response = post(server, "/v1/chat/completions", {"messages": history, "max_tokens": 2, "min_tokens": None})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] >= 1
 
 
 def test_malformed_json_is_422(server: LauncherProcess) -> None:

@@ -43,6 +43,10 @@ def post_raw(server: LauncherProcess, content: bytes | Iterator[bytes], path: st
     (b'{"inputs": ""}', 422, ["`inputs` cannot be empty"]),
     (b'{"parameters": {}}', 422, ["`inputs`", "required"]),
     (b'[1, 2]', 422, ["invalid request body"]),
+    # Unknown fields are refused by name, not dropped (router/strict_body.py): a typo must not change the answer.
+    (b'{"inputs": "hi", "parameters": {"max_new_token": 5}}', 422, ["`parameters`", "unknown field 'max_new_token'",
+                                                                   "remove it", "max_new_tokens"]),
+    (b'{"inputs": "hi", "params": {}, "options": {"wait": true}}', 422, ["unknown fields 'options', 'params'"]),
 ])
 def test_bad_bodies_get_4xx_with_an_actionable_message(server: LauncherProcess, content: bytes, status: int,
                                                        fragments: list[str]) -> None:
@@ -51,6 +55,14 @@ def test_bad_bodies_get_4xx_with_an_actionable_message(server: LauncherProcess, 
     body = response.json()
     assert set(body) == {"error", "error_type"} and body["error_type"] == "validation"
     assert all(fragment in body["error"] for fragment in fragments), body["error"]
+
+
+def test_unknown_fields_sent_as_null_mean_not_set(server: LauncherProcess) -> None:
+    """Clients that serialize every parameter they know send null for the ones not set: accepted."""
+    response = post_raw(server, b'{"inputs": "hi", "parameters": {"max_new_tokens": 2, "adapter": null}, '
+                                b'"options": null}')
+    assert response.status_code == 200, response.text
+    assert response.json()["generated_text"] != ""
 
 
 def test_body_over_payload_limit_is_413_declared_or_chunked(server: LauncherProcess) -> None:

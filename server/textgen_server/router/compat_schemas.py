@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from textgen_server.router.openai_schemas import ChatCompletionRequest
 from textgen_server.router.schemas import GenerateParameters, SimpleToken
+from textgen_server.router.strict_body import StrictBody
 
 
-class VertexGenerateInstance(BaseModel):
+class VertexGenerateInstance(StrictBody):
     """A text-generation instance: TGI's {inputs, parameters}."""
-
-    model_config = ConfigDict(extra="ignore")
 
     inputs: str
     parameters: GenerateParameters | None = None
@@ -23,10 +22,8 @@ class VertexGenerateInstance(BaseModel):
 VertexInstance = Annotated[VertexGenerateInstance | ChatCompletionRequest, Field(union_mode="left_to_right")]
 
 
-class VertexRequest(BaseModel):
+class VertexRequest(StrictBody):
     """Vertex AI's prediction request: one prediction per instance."""
-
-    model_config = ConfigDict(extra="ignore")
 
     instances: list[VertexInstance]
 

@@ -1,7 +1,8 @@
 """OpenAI-compatible request and response bodies (pydantic), as the openai SDK sends and parses them.
 
-Requests ignore unknown fields (newer SDKs send more), so that clients keep working; fields we cannot honour
-are declared so that the routes can answer a clear 422 instead of silently ignoring them. Response models
+Request bodies refuse unknown fields that carry a value with a 422 naming them, as OpenAI's API does
+(strict_body.py); fields of OpenAI's API we cannot honour are declared so that the routes can answer a clear 422
+saying why. Message objects stay lenient (the SDK's own assistant messages carry response-only fields). Response models
 document the bodies in /openapi.json; `openai_responses` builds the same shapes as plain dicts (cheaper per
 streamed token), and the unit tests check the two agree.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from textgen_server.router.strict_body import StrictBody
 
 
 class ContentPart(BaseModel):
@@ -35,10 +38,8 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class SamplingRequest(BaseModel):
+class SamplingRequest(StrictBody):
     """Fields shared by /v1/chat/completions and /v1/completions."""
-
-    model_config = ConfigDict(extra="ignore")
 
     model: str | None = None                   # informational: this server serves one model
     max_tokens: int | None = None

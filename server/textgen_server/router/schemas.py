@@ -1,6 +1,7 @@
 """TGI-compatible request and response bodies (pydantic). Field names and shapes follow TGI's router.
 
-Unknown request fields are ignored as TGI does, so clients that send them still work. Value ranges are checked in
+Unknown request fields with a value are refused with a 422 naming them (strict_body.py; TGI drops them, which
+answers a typo such as `max_new_token` with output the client did not ask for); null ones are accepted. Value ranges are checked in
 `validation` rather than here, so that every out-of-range value gets TGI's wording and the limit that applies.
 """
 from __future__ import annotations
@@ -8,15 +9,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from textgen_server.router.strict_body import StrictBody
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 
 
-class GenerateParameters(BaseModel):
+class GenerateParameters(StrictBody):
     """TGI's `parameters` object; None means "off" or "server default"."""
-
-    model_config = ConfigDict(extra="ignore")
 
     best_of: int | None = None                 # n sampled sequences, the most likely one is returned
     max_new_tokens: int | None = None          # None: up to --max-total-tokens minus the prompt
@@ -41,8 +42,7 @@ class GenerateParameters(BaseModel):
     ignore_eos_token: bool = False
 
 
-class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class GenerateRequest(StrictBody):
 
     inputs: str
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
