@@ -50,6 +50,19 @@ def test_bad_gaudi_values_stop_the_launcher_naming_the_variable(env: dict[str, s
     assert fragment in str(error.value)
 
 
+def test_gaudi_variables_inherited_by_a_cpu_or_cuda_launch_are_warned_about_not_checked() -> None:
+    """A shell that once ran on a Gaudi node still has PT_HPU_LAZY_MODE: --device cpu must start (its default
+    PAD_SEQUENCE_TO_MULTIPLE_OF, 128, exceeds this --max-input-tokens), saying the variable is not applied."""
+    for device in ("cpu", "cuda"):
+        environ = {"PT_HPU_LAZY_MODE": "1"} if device == "cpu" else {"PT_HPU_LAZY_MODE": "1", "CUDA_VISIBLE_DEVICES": "0"}
+        config = launch(environ, "--device", device, "--max-input-tokens", "100", "--max-total-tokens", "200")
+        assert config.gaudi is None
+        assert any("PT_HPU_LAZY_MODE" in warning and "not applied" in warning for warning in config.warnings)
+    with pytest.raises(ConfigError, match="PAD_SEQUENCE_TO_MULTIPLE_OF=128 exceeds --max-input-tokens"):
+        launch({**AGENT_NODE, "PT_HPU_LAZY_MODE": "1"}, "--device", "hpu", "--max-input-tokens", "100",
+               "--max-total-tokens", "200")   # a (simulated) Gaudi node: checked as on the card
+
+
 def test_every_gaudi_variable_is_a_device_variable_of_hpu() -> None:
     assert all(DEVICE_ENV.get(name) == "hpu" for name in ENV_NAMES)
 

@@ -310,8 +310,12 @@ def build_config(args: LauncherArgs, model_path: Path, model_config: Mapping[str
 
 def _gaudi_config(args: LauncherArgs, parallel: ParallelConfig, max_input: int) -> GaudiConfig | None:
     """TGI on Gaudi's variables, checked whenever one is set (a bad value is refused on every node, also where the
-    device is overridden to the CPU and they are not applied) or the shards run on hpu."""
+    device is overridden to the CPU and they are not applied) or the shards run on hpu. Not when the user asked
+    for another device (--device cpu|cuda) without --static-shapes: they are then another device's runtime
+    settings, inherited from the environment, and the launcher only warns that they are not applied."""
     if not args.gaudi_environ and parallel.device.actual != "hpu":
+        return None
+    if parallel.device.requested in ("cpu", "cuda") and not args.static_shapes:
         return None
     try:
         gaudi = parse_gaudi_env(dict(args.gaudi_environ), parallel.num_shard)
