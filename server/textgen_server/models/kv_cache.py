@@ -43,11 +43,6 @@ class PagedKVCache:
         dims = (num_blocks, shape.block_size, shape.num_kv_heads, shape.head_dim)
         self.keys = [torch.zeros(dims, dtype=shape.dtype, device=device) for _ in range(shape.num_layers)]
         self.values = [torch.zeros(dims, dtype=shape.dtype, device=device) for _ in range(shape.num_layers)]
-        # On the CPU, gather() copies into two buffers kept for the shard's life: a fresh tensor of that size
-        # (tens of MB at a large decode batch, above glibc's 32 MiB mmap ceiling: shard/allocator.py) would pay
-        # first-touch page faults on every layer of every step. Accelerators' caching allocators reuse memory
-        # already, and their graphs (HPU, CUDA) must not see buffers that move when they grow.
-        self._scratch: list[torch.Tensor] | None = [] if device.type == "cpu" else None
 
     @property
     def block_size(self) -> int:
@@ -60,28 +55,11 @@ class PagedKVCache:
         self.values[layer_idx].view(-1, num_kv_heads, head_dim).index_copy_(0, slots, value)
 
     def gather(self, layer_idx: int, block_tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of the blocks in block_tables [B, N]: each [B, N * block_size, H_kv, D].
-
-        On the CPU the result lives in reused buffers: it is valid until the next gather() (attention consumes
-        it at once, layer by layer)."""
+        """Keys and values of the blocks in block_tables [B, N]: each [B, N * block_size, H_kv, D]."""
         num_seqs = block_tables.shape[0]
         num_kv_heads, head_dim = self.shape.num_kv_heads, self.shape.head_dim
         flat = block_tables.reshape(-1)
         # index_select on the block dimension is a plain row copy, several times faster than advanced indexing.
-        if self._scratch is None:
-            keys = self.keys[layer_idx].index_select(0, flat)
-            values = self.values[layer_idx].index_select(0, flat)
-        else:
-            key_out, value_out = self._scratch_for(flat.numel())
-            keys = torch.index_select(self.keys[layer_idx], 0, flat, out=key_out)
-            values = torch.index_select(self.values[layer_idx], 0, flat, out=value_out)
-        return keys.view(num_seqs, -1, num_kv_heads, head_dim), values.view(num_seqs, -1, num_kv_heads, head_dim)
-
-    def _scratch_for(self, num_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views of `num_blocks` blocks into the two gather buffers, grown (by half again) when too small."""
-        assert self._scratch is not None
-        if not self._scratch or self._scratch[0].shape[0] < num_blocks:
-            rows = max(num_blocks, (self._scratch[0].shape[0] * 3) // 2 if self._scratch else 0)
-            like = self.keys[0]
-            self._scratch = [like.new_empty((rows, *like.shape[1:])) for _ in range(2)]
-        return self._scratch[0][:num_blocks], self._scratch[1][:num_blocks]
+        keys = self.keys[layer_idx].index_select(0, flat).view(num_seqs, -1, num_kv_heads, head_dim)
+        values = self.values[layer_idx].index_select(0, flat).view(num_seqs, -1, num_kv_heads, head_dim)
+        return keys, values

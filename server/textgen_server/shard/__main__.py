@@ -123,9 +123,6 @@ def serve(config: ShardConfig) -> None:
         device = gaudi[0].select_device(config.rank)
     else:
         device = select_device(config.device, config.rank)  # before the rendezvous: a missing device fails fast
-    if device.type == "cpu":
-        from textgen_server.shard.allocator import keep_freed_memory
-        keep_freed_memory()  # before the model loads: every later large tensor reuses freed heap memory
     init_process_group(config.device, config.rank, config.world_size, config.master_addr, config.master_port,
                        config.join_timeout, config.group_key, probe_device=device)
     runner = build_runner(config, device, gaudi)
