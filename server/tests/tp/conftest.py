@@ -11,19 +11,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))  # server_testlib, server_workload
 
 from server_testlib import LauncherProcess, launcher_factory  # noqa: E402
-from tp_testlib import ReferenceCache  # noqa: E402
-
-# 8 attention heads on 4 KV heads (head_dim 8) split over 2 or 4 ranks; vocabularies 765 (llama, mistral) and
-# 766 (qwen2's tokenizer adds one) divide by neither 2 nor 4 (qwen2: not 4), so the padded last block is exercised.
-TP_MODEL_OVERRIDES: dict[str, Any] = {"dtype": "float64", "tokenizer_vocab_size": 765,
-                                      "num_attention_heads": 8, "num_key_value_heads": 4}
+from tp_testlib import TP_MODEL_OVERRIDES, ReferenceCache  # noqa: E402
 
 
 @pytest.fixture(scope="session")

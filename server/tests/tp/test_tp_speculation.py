@@ -11,7 +11,7 @@ import re
 import httpx
 import pytest
 
-from conftest import TP_MODEL_OVERRIDES
+from tp_testlib import TP_MODEL_OVERRIDES
 from server_workload import Job, run_jobs
 from textgen_server.testing.repetitive_model import build_repetitive_model
 from tp_testlib import ReferenceCache, tp_flags

@@ -9,6 +9,10 @@ from server_testlib import free_port
 
 # The float64 pipeline's own error (ours vs transformers) is ~1e-12 on these logits; a gap above this bound
 # cannot be crossed by summation order, so equal tokens are a meaningful check.
+# 8 attention heads on 4 KV heads (head_dim 8) split over 2 or 4 ranks; vocabularies 765 (llama, mistral) and
+# 766 (qwen2's tokenizer adds one) divide by neither 2 nor 4 (qwen2: not 4), so the padded last block is exercised.
+TP_MODEL_OVERRIDES: dict[str, Any] = {"dtype": "float64", "tokenizer_vocab_size": 765,
+                                      "num_attention_heads": 8, "num_key_value_heads": 4}
 MIN_MEANINGFUL_GAP = 1e-6
 
 

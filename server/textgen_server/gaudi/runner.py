@@ -26,6 +26,7 @@ import torch
 from textgen_server.gaudi.config import parse_gaudi_env
 from textgen_server.gaudi.plan import GaudiPlan, apply_runtime_env, build_plan
 from textgen_server.models.attention import Kernel, StepContext
+from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.attention_metadata import AttentionMetadata
 from textgen_server.models.kv_cache import PagedKVCache
 from textgen_server.protocol import StepItem
@@ -124,14 +125,16 @@ class HpuRunner(StaticShapeRunner):
             row += len(item.token_ids)
         return hidden[:, [first_row[id(item)] + k for item in items for k in range(len(item.token_ids))]]
 
-    def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
-        """One forward pass through the (graph-wrapped) step module, executed at mark_step."""
+    def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache,
+                  rows: tuple[DecodeRows, StepRows] | None = None) -> torch.Tensor:
+        """One forward pass through the (graph-wrapped) step module, executed at mark_step. `rows` is always None
+        here (static shapes keep the gather: DENSE_DECODE_ROWS)."""
         is_prefill = bool(metadata.chunks)
         hidden: torch.Tensor = self.step_module(
             input_ids=metadata.input_ids,
             position_ids=metadata.position_ids,
             use_cache=False,
-            textgen_step=StepContext(metadata, cache, self.kernel),
+            textgen_step=StepContext(metadata, cache, self.kernel, rows),
             **self.plan.forward_call_kwargs(is_prefill),
         ).last_hidden_state
         self.backend.mark_step()

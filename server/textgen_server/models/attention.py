@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from textgen_server.models.attention_metadata import AttentionMetadata, ChunkSegment, DecodeBatch
+from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.kv_cache import PagedKVCache
 
 ATTENTION_NAME = "textgen_paged"
@@ -48,11 +49,13 @@ def select_kernel(device_type: str) -> Kernel:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel."""
+    """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel, and on
+    the CPU the decode batch's dense rows (models/decode_rows.py; None: gather the blocks instead)."""
 
     metadata: AttentionMetadata
     cache: PagedKVCache
     kernel: Kernel
+    rows: tuple[DecodeRows, StepRows] | None = None
 
 
 def paged_attention_forward(
@@ -77,7 +80,7 @@ def paged_attention_forward(
     decode = step.metadata.decode
     if not step.metadata.chunks and decode is not None:
         # A pure decode step: rows are already in order, so no scatter into an output buffer is needed.
-        attended = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
+        attended = _decode_attention(step, layer_idx, decode, query, key, value, scale, sliding_window)
         return (attended if decode.valid is None else attended[decode.valid]).unsqueeze(0), None
     out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, H, D]
     for chunk in step.metadata.chunks:
@@ -85,7 +88,7 @@ def paged_attention_forward(
             step, layer_idx, chunk, query, key, value, scale, sliding_window
         )
     if decode is not None:
-        attended = _decode_attention(step, layer_idx, decode, query, scale, sliding_window)
+        attended = _decode_attention(step, layer_idx, decode, query, key, value, scale, sliding_window)
         rows = decode.token_rows.flatten()
         if decode.valid is not None:
             rows, attended = rows[decode.valid], attended[decode.valid]
@@ -127,6 +130,8 @@ def _decode_attention(
     layer_idx: int,
     decode: DecodeBatch,
     query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
     scale: float,
     sliding_window: int | None,
 ) -> torch.Tensor:
@@ -136,11 +141,40 @@ def _decode_attention(
     batch, num_queries = decode.token_rows.shape
     q = query[0][:, decode.token_rows.flatten()]  # [H, B * Q, D]
     q = q.unflatten(1, (batch, num_queries)).transpose(0, 1)  # [B, H, Q, D]
+    if step.rows is not None:
+        return _dense_rows_attention(step, layer_idx, decode, q, key, value, scale, sliding_window)
     keys, values = step.cache.gather(layer_idx, decode.block_tables)  # [B, L, H_kv, D]
     k_pos = torch.arange(keys.shape[1], device=q.device).view(1, 1, -1)  # [1, 1, L]
     # Causal over positions: padded table blocks and not-yet-written slots lie beyond every query's position.
     mask = _allowed(decode.positions.unsqueeze(2), k_pos, sliding_window)  # [B, Q, L]
     out = step.kernel(q, keys.transpose(1, 2), values.transpose(1, 2), mask[:, None], False, scale)
+    return out.transpose(1, 2).flatten(0, 1)  # [B * Q, H, D]
+
+
+def _dense_rows_attention(
+    step: StepContext,
+    layer_idx: int,
+    decode: DecodeBatch,
+    q: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """_decode_attention over the dense rows (no gather): append this step's keys/values to the rows, attend in
+    row order, return in decode-batch order [B * Q, H, D]."""
+    assert step.rows is not None
+    rows, step_rows = step.rows
+    real = decode.token_rows.flatten() if decode.valid is None else decode.token_rows.flatten()[decode.valid]
+    keys, values = rows.layer(layer_idx, step_rows, key[0][:, real].transpose(0, 1), value[0][:, real].transpose(0, 1))
+    slots = step_rows.slots
+    q_rows = torch.empty_like(q)
+    q_rows[slots] = q
+    positions = torch.empty_like(decode.positions)
+    positions[slots] = decode.positions
+    k_pos = torch.arange(step_rows.length, device=q.device).view(1, 1, -1)
+    mask = _allowed(positions.unsqueeze(2), k_pos, sliding_window)  # [B, Q, L]
+    out = step.kernel(q_rows, keys, values, mask[:, None], False, scale)[slots]  # back to decode-batch order
     return out.transpose(1, 2).flatten(0, 1)  # [B * Q, H, D]
 
 

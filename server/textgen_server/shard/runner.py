@@ -15,6 +15,7 @@ import torch
 
 from textgen_server.models.attention import Kernel, StepContext, select_kernel
 from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata
+from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
 from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 class ModelRunner:
     """Runs steps for one shard. Not thread-safe: the servicer serialises calls."""
+
+    # Decode attention over dense per-request rows on the CPU (models/decode_rows.py) instead of gathering the
+    # batch's blocks every step. Static-shape runners pad batches with rows of their own and keep the gather.
+    DENSE_DECODE_ROWS = True
 
     def __init__(
         self,
@@ -53,6 +58,7 @@ class ModelRunner:
         self.rank, self.world_size = rank, world_size
         self.kernel = self._select_kernel()
         self.cache: PagedKVCache | None = None
+        self.decode_rows: DecodeRows | None = None
         self.states: dict[int, RequestState] = {}
         # Prompt logprobs of requests whose prompt is still arriving in chunks (decoder_input_details).
         self.prompt_logprobs: dict[int, PromptLogprobs] = {}
@@ -89,8 +95,11 @@ class ModelRunner:
         started = time.perf_counter()
         shape = self.loaded.kv_cache_shape(BLOCK_SIZE)
         num_blocks = plan_num_blocks(spec, shape, self.default_kv_cache_bytes)
-        self.cache = None  # free the old cache before allocating the new one
+        self.cache = self.decode_rows = None  # free the old cache before allocating the new one
         self.cache = PagedKVCache(shape, num_blocks, self.device)
+        if self.DENSE_DECODE_ROWS and self.device.type == "cpu":
+            # At most as many bytes as the paged cache: the rows copy only what the decode batch holds there.
+            self.decode_rows = DecodeRows(self.cache, max_bytes=num_blocks * shape.bytes_per_block())
         self.step(_warmup_items(plan_warmup_prompts(spec), num_blocks, self.loaded.config.vocab_size))
         self.clear()
         if self.proposer is not None and self.speculation_costs == "flat":
@@ -98,6 +107,7 @@ class ModelRunner:
             self.acceptance.costs = StepCosts({1: (1.0,) * (self.proposer.num_tokens + 1)})
         elif self.proposer is not None:
             self._measure_verify_costs(self.cache, self.proposer.num_tokens + 1)
+            self.clear()  # the timed steps' rows
         return WarmupResult(
             num_blocks=num_blocks,
             block_size=BLOCK_SIZE,
@@ -107,11 +117,21 @@ class ModelRunner:
 
     def _measure_verify_costs(self, cache: PagedKVCache, max_queries: int) -> None:
         """Time decode steps of 1..K+1 query tokens per row for the adaptive rule (shard/verify_cost.py)."""
-        costs = measure_step_costs(self.run_model, cache, max_queries, self.device, self.world_size)
+        costs = measure_step_costs(self._timed_forward, cache, max_queries, self.device, self.world_size)
         self.acceptance.costs = costs
         for batch_size, seconds in costs.by_batch.items():
             logger.info("rank %d: decode step cost at batch %d, 1..%d query tokens per row: %s ms", self.rank,
                         batch_size, max_queries, " ".join(f"{1000 * s:.1f}" for s in seconds))
+
+    def _timed_forward(self, metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
+        """run_model for the warmup's timed verify steps, through the dense rows where serving uses them (rows
+        keyed by batch row: the timed items' ids are 0..B-1, every row with the same number of queries)."""
+        decode, rows = metadata.decode, self.decode_rows
+        if rows is None or decode is None or decode.valid is not None:
+            return self.run_model(metadata, cache)
+        prepared = rows.prepare(list(range(decode.positions.shape[0])), decode.positions.tolist(),
+                                decode.block_tables.tolist())
+        return self.run_model(metadata, cache, None if prepared is None else (rows, prepared))
 
     def step(self, items: list[StepItem]) -> list[Generation]:
         """One forward pass over `items`; one Generation per item with sample=True, in item order."""
@@ -122,7 +142,12 @@ class ModelRunner:
         sampling_states = self._update_states(items)
         metadata = build_attention_metadata(items, cache.block_size, self.device)
         with torch.inference_mode():
-            hidden = self._forward(items, metadata, cache)  # [1, T, hidden], the items' rows in order
+            try:
+                hidden = self._forward(items, metadata, cache)  # [1, T, hidden], the items' rows in order
+            except BaseException:
+                if self.decode_rows is not None:
+                    self.decode_rows.clear()  # a step cut short may have appended to some rows only
+                raise
             lm_head = self.loaded.model.get_output_embeddings()
             finished_prompts: dict[int, list[float]] = {}
             if any(item.prefill_logprobs for item in items):  # else the fast path: lm_head on sampling rows only
@@ -138,15 +163,34 @@ class ModelRunner:
 
     def _forward(self, items: list[StepItem], metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
         """The model over the step's flattened batch (shard/static_runner.py pads it to static shapes here)."""
-        return self.run_model(metadata, cache)
+        return self.run_model(metadata, cache, self._decode_rows_for(items))
 
-    def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
+    def _decode_rows_for(self, items: list[StepItem]) -> tuple[DecodeRows, StepRows] | None:
+        """This step's dense decode rows (the decode items, in the order build_attention_metadata lists them)."""
+        if self.decode_rows is None:
+            return None
+        decode = [item for item in items if len(item.token_ids) == 1 + item.num_speculative]
+        if not decode or len(decode) != len(items):
+            # Only pure decode steps: a step that also computes prompts is dominated by them, and in a burst of
+            # arrivals every new request waits for it before its first token, while filling and growing rows
+            # for requests that have just joined costs about one gather step. The rows of this step's requests
+            # miss its keys; the next decode step fills them in from the paged cache.
+            self.decode_rows.rewind({item.request_id: item.start_pos for item in items})
+            return None
+        step_rows = self.decode_rows.prepare(
+            [item.request_id for item in decode],
+            [list(range(item.start_pos, item.start_pos + len(item.token_ids))) for item in decode],
+            [item.block_ids for item in decode])
+        return None if step_rows is None else (self.decode_rows, step_rows)
+
+    def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache,
+                  rows: tuple[DecodeRows, StepRows] | None = None) -> torch.Tensor:
         """One forward pass of the base model over `metadata`'s tokens -> last hidden states [1, T, hidden]."""
         return self.loaded.model.base_model(
             input_ids=metadata.input_ids,
             position_ids=metadata.position_ids,
             use_cache=False,
-            textgen_step=StepContext(metadata, cache, self.kernel),
+            textgen_step=StepContext(metadata, cache, self.kernel, rows),
         ).last_hidden_state
 
     def _sample(self, items: list[StepItem], logits: torch.Tensor, sample_hidden: torch.Tensor,
@@ -177,12 +221,16 @@ class ModelRunner:
             self.states.pop(request_id, None)
             self.prompt_logprobs.pop(request_id, None)
             self.acceptance.forget(request_id)
+        if self.decode_rows is not None:
+            self.decode_rows.forget(request_ids)
 
     def clear(self) -> None:
         """Forget every request."""
         self.states.clear()
         self.prompt_logprobs.clear()
         self.acceptance.clear()
+        if self.decode_rows is not None:
+            self.decode_rows.clear()
 
     def _require_cache(self) -> PagedKVCache:
         if self.cache is None:
@@ -194,6 +242,8 @@ class ModelRunner:
         sampling_states = []
         for item in items:
             if item.params is not None:
+                if self.decode_rows is not None:  # a readmission: its KV may have been recomputed
+                    self.decode_rows.forget([item.request_id])
                 self.states[item.request_id] = state = _new_state(item, item.params)
                 if item.params.grammar:  # a readmission starts a fresh matcher: it replays the generated tokens
                     state.grammar = self.grammars.new_state(item.params.grammar)

@@ -53,6 +53,8 @@ def bucket_config(sizes: BucketSizes, spec: WarmupSpec, block_size: int) -> Buck
 class StaticShapeRunner(ModelRunner):
     """A ModelRunner whose forward passes only ever have warmed, bucketed shapes."""
 
+    DENSE_DECODE_ROWS = False  # its padding rows are not requests; graphs (HPU) need fixed buffers
+
     def __init__(self, *args: object, buckets: BucketSizes = BucketSizes(), warmup_enabled: bool = True,
                  **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
