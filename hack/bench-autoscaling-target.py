@@ -62,7 +62,7 @@ async def run_level(base_url: str, texts: list[str], clients: int, seconds: floa
             nonlocal tokens
             n = index
             while time.perf_counter() < deadline:
-                times = await stream_one(client, texts[n % len(texts)], output_tokens)
+                times = await stream_one(base_url, texts[n % len(texts)], output_tokens)
                 ttfts.append(times[1] - times[0])
                 tokens += len(times) - 1
                 n += clients
