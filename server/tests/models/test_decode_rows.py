@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from textgen_server.models.attention import StepContext, paged_attention_forward, select_kernel
-from textgen_server.models.attention_metadata import build_attention_metadata
+from textgen_server.models.attention_metadata import build_attention_metadata, is_decode_item
 from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.kv_cache import KVCacheShape, PagedKVCache
 from textgen_server.protocol import StepItem
@@ -36,7 +36,7 @@ def _step(cache: PagedKVCache, items: list[StepItem], rows: DecodeRows | None, s
     metadata = build_attention_metadata(items, SHAPE.block_size, torch.device("cpu"))
     prepared: StepRows | None = None
     if rows is not None:
-        decode = [i for i in items if len(i.token_ids) == 1 + i.num_speculative]
+        decode = [i for i in items if is_decode_item(i)]
         prepared = rows.prepare([i.request_id for i in decode],
                                 [list(range(i.start_pos, i.start_pos + len(i.token_ids))) for i in decode],
                                 [i.block_ids for i in decode])

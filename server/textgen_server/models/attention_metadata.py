@@ -51,6 +51,11 @@ class AttentionMetadata:
     sample_rows: torch.Tensor           # [S] rows whose logits are needed, in item order (1 + K per speculative item)
 
 
+def is_decode_item(item: StepItem) -> bool:
+    """A decode or verify item: its last sampled token plus its speculative candidates, nothing of a prompt."""
+    return len(item.token_ids) == 1 + item.num_speculative
+
+
 def build_attention_metadata(items: list[StepItem], block_size: int, device: torch.device) -> AttentionMetadata:
     """Flatten `items` into one ragged batch; check every block table covers the item's positions."""
     token_ids: list[int] = []
@@ -66,7 +71,7 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
         token_ids.extend(item.token_ids)
         positions.extend(item_positions)
         slots.extend(item.block_ids[p // block_size] * block_size + p % block_size for p in item_positions)
-        if len(item.token_ids) == 1 + item.num_speculative:  # a decode or verify item
+        if is_decode_item(item):
             decode_items.append((row, item))
         else:
             table = torch.tensor(item.block_ids, dtype=torch.long, device=device)

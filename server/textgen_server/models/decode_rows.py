@@ -53,7 +53,8 @@ class DecodeRows:
 
     def forget(self, request_ids: list[int]) -> None:
         """Drop the rows of these requests (finished, cancelled, preempted, readmitted)."""
-        self._keep_only({rid for rid in self.owner if rid not in set(request_ids)})
+        gone = set(request_ids)
+        self._keep_only({rid for rid in self.owner if rid not in gone})
 
     def rewind(self, first_positions: dict[int, int]) -> None:
         """A step that did not use the rows wrote these requests' keys from these positions on (a speculative
@@ -124,17 +125,12 @@ class DecodeRows:
         element = self.cache.keys[0].element_size()
         if 2 * shape.num_layers * new_rows * shape.num_kv_heads * new_length * shape.head_dim * element > self.max_bytes:
             return False
-        used = len(self.owner)
-        grown_keys, grown_values = [], []
-        for old_keys, old_values in zip(self.keys or [None] * shape.num_layers, self.values or [None] * shape.num_layers):
-            like = self.cache.keys[0]
-            new_keys = like.new_zeros((new_rows, shape.num_kv_heads, new_length, shape.head_dim))
-            new_values = like.new_zeros((new_rows, shape.num_kv_heads, new_length, shape.head_dim))
-            if old_keys is not None and old_values is not None and used:
-                new_keys[:used, :, :have_length] = old_keys[:used]
-                new_values[:used, :, :have_length] = old_values[:used]
-            grown_keys.append(new_keys)
-            grown_values.append(new_values)
+        used, like = len(self.owner), self.cache.keys[0]
+        dims = (new_rows, shape.num_kv_heads, new_length, shape.head_dim)
+        grown_keys = [like.new_zeros(dims) for _ in range(shape.num_layers)]
+        grown_values = [like.new_zeros(dims) for _ in range(shape.num_layers)]
+        for old, new in zip(self.keys + self.values, grown_keys + grown_values):  # nothing to copy on the first
+            new[:used, :, :have_length] = old[:used]
         self.keys, self.values = grown_keys, grown_values
         return True
 
@@ -148,8 +144,8 @@ class DecodeRows:
                 continue
             last = len(self.owner) - 1
             if row != last:
+                length = self.valid[last]
                 for keys, values in zip(self.keys, self.values):
-                    length = self.valid[last]
                     keys[row, :, :length] = keys[last, :, :length]
                     values[row, :, :length] = values[last, :, :length]
                 self.owner[row], self.valid[row] = self.owner[last], self.valid[last]

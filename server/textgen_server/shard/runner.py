@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from textgen_server.models.attention import Kernel, StepContext, select_kernel
-from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata
+from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata, is_decode_item
 from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
 from textgen_server.models.loading import LoadedModel, load_model
@@ -166,11 +166,10 @@ class ModelRunner:
         return self.run_model(metadata, cache, self._decode_rows_for(items))
 
     def _decode_rows_for(self, items: list[StepItem]) -> tuple[DecodeRows, StepRows] | None:
-        """This step's dense decode rows (the decode items, in the order build_attention_metadata lists them)."""
+        """This step's dense decode rows (its items, in order, are then the decode batch's rows)."""
         if self.decode_rows is None:
             return None
-        decode = [item for item in items if len(item.token_ids) == 1 + item.num_speculative]
-        if not decode or len(decode) != len(items):
+        if not items or not all(is_decode_item(item) for item in items):
             # Only pure decode steps: a step that also computes prompts is dominated by them, and in a burst of
             # arrivals every new request waits for it before its first token, while filling and growing rows
             # for requests that have just joined costs about one gather step. The rows of this step's requests
@@ -178,9 +177,9 @@ class ModelRunner:
             self.decode_rows.rewind({item.request_id: item.start_pos for item in items})
             return None
         step_rows = self.decode_rows.prepare(
-            [item.request_id for item in decode],
-            [list(range(item.start_pos, item.start_pos + len(item.token_ids))) for item in decode],
-            [item.block_ids for item in decode])
+            [item.request_id for item in items],
+            [list(range(item.start_pos, item.start_pos + len(item.token_ids))) for item in items],
+            [item.block_ids for item in items])
         return None if step_rows is None else (self.decode_rows, step_rows)
 
     def run_model(self, metadata: AttentionMetadata, cache: PagedKVCache,
