@@ -5,6 +5,10 @@ The measured basis for the attention integration (issue 2): a random ~50M-parame
 --batch decode requests with --context cached tokens each. Ours: ModelRunner.step with single-token items
 (ragged batch, paged KV cache, lm_head on sampled rows, greedy sampling). Reference: the same model with
 attn_implementation="sdpa" and a DynamicCache, one forward of [batch, 1] plus argmax per step.
+Then the CPU attention kernel alone (models/attention.py): query heads folded per key/value head
+(`_grouped_sdpa_kernel`, the CPU kernel) against torch SDPA with `enable_gqa` (`_sdpa_kernel`), on the bench
+server's model shape (12 query over 4 key/value heads, head dim 64), for a decode batch (one query per row) and a
+prompt chunk over a cached prefix (masked, as attention.py calls them).
 Usage: .venv/bin/python hack/bench-attention.py [--batch 64 --context 192 --steps 10]
 """
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
+from textgen_server.models.attention import _grouped_sdpa_kernel, _sdpa_kernel
 from textgen_server.protocol import SamplingParams, StepItem, WarmupSpec
 from textgen_server.shard.runner import ModelRunner
 from textgen_server.testing import build_tiny_model
@@ -58,6 +63,23 @@ def bench_transformers(path: str, batch: int, context: int, steps: int) -> float
         return batch * steps / (time.perf_counter() - started)
 
 
+def bench_kernel(kernel: object, shape: tuple[int, int, int, int], calls: int = 50) -> float:
+    """Milliseconds per call of `kernel` on query [B, 12, Q, 64] over B x L keys of 4 heads, causal mask."""
+    batch, queries, keys, heads = shape
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(batch, heads, queries, 64, generator=generator)
+    k, v = (torch.randn(batch, 4, keys, 64, generator=generator) for _ in range(2))
+    positions = torch.arange(keys - queries, keys).view(1, queries, 1)
+    mask = (torch.arange(keys).view(1, 1, keys) <= positions).expand(batch, queries, keys)[:, None]
+    with torch.inference_mode():
+        for _ in range(5):
+            kernel(q, k, v, mask, False, 0.125)  # type: ignore[operator]
+        started = time.perf_counter()
+        for _ in range(calls):
+            kernel(q, k, v, mask, False, 0.125)  # type: ignore[operator]
+    return 1000 * (time.perf_counter() - started) / calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
@@ -78,6 +100,14 @@ def main() -> None:
     print(f"ours (paged, ragged):         {ours:8.1f} tokens/s")
     print(f"transformers (sdpa, padded):  {reference:8.1f} tokens/s")
     print(f"ratio ours / transformers:    {ours / reference:8.2f}")
+    print("CPU attention kernel, query heads 12 over 4 key/value heads (ms per call, best of the repeats):")
+    for label, shape in ((f"decode batch {args.batch}, 1 query, {args.context} keys", (args.batch, 1, args.context, 12)),
+                         (f"decode batch {args.batch}, 4 queries (speculation), {args.context} keys",
+                          (args.batch, 4, args.context, 12)),
+                         ("prompt chunk of 128 over 256 cached + own keys (not folded)", (1, 128, 384, 12))):
+        grouped = min(bench_kernel(_grouped_sdpa_kernel, shape) for _ in range(args.repeats))
+        plain = min(bench_kernel(_sdpa_kernel, shape) for _ in range(args.repeats))
+        print(f"  {label}: grouped {grouped:.3f}, enable_gqa {plain:.3f}, ratio {grouped / plain:.2f}")
 
 
 if __name__ == "__main__":
