@@ -7,8 +7,14 @@ ignored), greedy. Three systems run one after another on the same model and toke
   static     transformers `model.generate` on one left-padded batch of all N prompts
   cb         transformers continuous batching, `model.generate_batch` (record_timestamps=True)
   base       with --baseline-tree DIR: the same launcher run on DIR/server's code (an A/B in one run)
-Reported: output tokens/s, TTFT p50/p99 and TPOT p50 (seconds), then ours/static, ours/cb, base/static and
-ours/base ratios. With --rounds N the systems run N times, their order rotated each round (a busy machine slows
+  wide       the launcher with --max-batch-prefill-tokens N x P: room to prefill the whole burst in one step, the
+             static batch's shape (the burst still arrives over HTTP, so its first step may take only the
+             requests already there). Against static it isolates serving overhead from the admission policy:
+             with the default (max input + 50) the burst is prefilled 16 at a time, and each request's
+             inter-token time includes the later groups' prefill steps, which the static batch runs before
+             anyone's first token (server/docs/performance.md)
+Reported: output tokens/s, TTFT p50/p99 and TPOT p50 (seconds), then ours/static, ours/cb, wide/static,
+base/static and ours/base ratios. With --rounds N the systems run N times, their order rotated each round (a busy machine slows
 whatever runs at that moment; compare within a round), and every round is reported.
 For --baseline-tree, extract the old code and copy the generated gRPC modules in, e.g.
 `git archive <commit> server | tar -x -C /tmp/old && cp -r server/textgen_server/pb /tmp/old/server/textgen_server/`.
@@ -64,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output-tokens", type=int, default=128)
     add_model_arguments(parser)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench")
-    parser.add_argument("--skip", default="", help="comma-separated systems to skip: ours,static,cb,base")
+    parser.add_argument("--skip", default="", help="comma-separated systems to skip: ours,static,cb,wide,base")
     parser.add_argument("--launcher-arg", action="append", default=[], help="extra launcher flag (repeatable)")
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="also run the launcher on DIR/server's code (PYTHONPATH), as system 'base'")
@@ -176,9 +182,10 @@ def main() -> None:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    if skip - {"ours", "static", "cb", "base"}:
-        raise SystemExit(f"--skip {args.skip}: unknown system(s) {sorted(skip - {'ours', 'static', 'cb', 'base'})};"
-                         " the systems are ours, static, cb and base")
+    systems = {"ours", "static", "cb", "wide", "base"}
+    if skip - systems:
+        raise SystemExit(f"--skip {args.skip}: unknown system(s) {sorted(skip - systems)}; the systems are "
+                         f"{', '.join(sorted(systems))}")
     model_dir = build_bench_model(args, args.workdir)
     texts, ids = build_prompts(model_dir, args.requests, args.prompt_tokens)
     params = json.loads((model_dir / "config.json").read_text())
@@ -187,7 +194,9 @@ def main() -> None:
           f"cpus={os.cpu_count()}", flush=True)
     runs = {"ours": lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg, args.workdir),
             "static": lambda: run_static(model_dir, ids, args.output_tokens),
-            "cb": lambda: run_cb(model_dir, ids, args.output_tokens)}
+            "cb": lambda: run_cb(model_dir, ids, args.output_tokens),
+            "wide": lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg + [
+                f"--max-batch-prefill-tokens={args.requests * args.prompt_tokens}"], args.workdir, "wide")}
     if args.baseline_tree is not None:
         runs["base"] = lambda: run_ours(model_dir, texts, args.output_tokens, args.launcher_arg, args.workdir,
                                         "base", args.baseline_tree)
@@ -214,7 +223,7 @@ def print_report(results: dict[str, Result]) -> None:
     print(f"{'system':8s} {'tok/s':>10s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} {'wall s':>8s}")
     for result in results.values():
         print(result.row())
-    for mine, other in (("ours", "static"), ("ours", "cb"), ("base", "static"), ("ours", "base")):
+    for mine, other in (("ours", "static"), ("ours", "cb"), ("wide", "static"), ("base", "static"), ("ours", "base")):
         if mine in results and other in results:
             print(ratio_line(results[mine], results[other]))
 

@@ -5,6 +5,8 @@ as None here; the sampling parameters message uses field presence.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from textgen_server.pb import shard_pb2 as pb
 from textgen_server.protocol import (
     Generation,
@@ -16,6 +18,7 @@ from textgen_server.protocol import (
     WarmupSpec,
     WatermarkParams,
 )
+from textgen_server.shard.errors import InvalidStepError
 
 
 def model_info_to_pb(info: ModelInfo) -> pb.InfoResponse:
@@ -122,44 +125,74 @@ def sampling_params_from_pb(message: pb.SamplingParameters) -> SamplingParams:
     )
 
 
-def step_item_to_pb(item: StepItem) -> pb.StepItem:
-    message = pb.StepItem(
-        request_id=item.request_id,
-        token_ids=item.token_ids,
-        start_pos=item.start_pos,
-        block_ids=item.block_ids,
-        sample=item.sample,
-        prefix_token_ids=item.prefix_token_ids,
-        num_prompt_tokens=item.num_prompt_tokens,
-        prefill_logprobs=item.prefill_logprobs,
-        num_speculative=item.num_speculative,
-    )
-    if item.params is not None:
-        message.parameters.CopyFrom(sampling_params_to_pb(item.params))
-    return message
-
-
-def step_item_from_pb(message: pb.StepItem) -> StepItem:
-    return StepItem(
-        request_id=message.request_id,
-        token_ids=list(message.token_ids),
-        start_pos=message.start_pos,
-        block_ids=list(message.block_ids),
-        sample=message.sample,
-        params=sampling_params_from_pb(message.parameters) if message.HasField("parameters") else None,
-        prefix_token_ids=list(message.prefix_token_ids),
-        num_prompt_tokens=message.num_prompt_tokens,
-        prefill_logprobs=message.prefill_logprobs,
-        num_speculative=message.num_speculative,
-    )
-
-
 def step_request_to_pb(items: list[StepItem]) -> pb.StepRequest:
-    return pb.StepRequest(items=[step_item_to_pb(item) for item in items])
+    """The step's items as columns (shard.proto's StepRequest): one message, no object per item."""
+    token_ids: list[int] = []
+    block_ids: list[int] = []
+    starts = []
+    for index, item in enumerate(items):
+        token_ids += item.token_ids
+        block_ids += item.block_ids
+        if item.params is not None:
+            starts.append(pb.ItemStart(index=index, parameters=sampling_params_to_pb(item.params),
+                                       prefix_token_ids=item.prefix_token_ids,
+                                       num_prompt_tokens=item.num_prompt_tokens))
+    return pb.StepRequest(
+        request_ids=[item.request_id for item in items],
+        num_tokens=[len(item.token_ids) for item in items],
+        token_ids=token_ids,
+        start_pos=[item.start_pos for item in items],
+        num_blocks=[len(item.block_ids) for item in items],
+        block_ids=block_ids,
+        sample=[item.sample for item in items],
+        prefill_logprobs=[item.prefill_logprobs for item in items],
+        num_speculative=[item.num_speculative for item in items],
+        starts=starts,
+    )
 
 
 def step_items_from_pb(message: pb.StepRequest) -> list[StepItem]:
-    return [step_item_from_pb(item) for item in message.items]
+    """The StepItems of a columnar StepRequest; InvalidStepError when its columns disagree."""
+    request_ids = list(message.request_ids)
+    columns = (list(message.num_tokens), list(message.start_pos), list(message.num_blocks), list(message.sample),
+               list(message.prefill_logprobs), list(message.num_speculative))
+    num_tokens, start_pos, num_blocks, sample, prefill_logprobs, num_speculative = columns
+    token_ids, block_ids = list(message.token_ids), list(message.block_ids)
+    _check_columns(len(request_ids), columns, sum(num_tokens), len(token_ids), sum(num_blocks), len(block_ids))
+    starts = {start.index: start for start in message.starts}
+    if len(starts) != len(message.starts) or any(index >= len(request_ids) for index in starts):
+        raise InvalidStepError(f"StepRequest.starts: indexes {[s.index for s in message.starts]} must be distinct "
+                               f"item positions below {len(request_ids)}")
+    items = []
+    token_at = block_at = 0
+    for index, request_id in enumerate(request_ids):
+        tokens = token_ids[token_at:token_at + num_tokens[index]]
+        blocks = block_ids[block_at:block_at + num_blocks[index]]
+        token_at += num_tokens[index]
+        block_at += num_blocks[index]
+        start = starts.get(index)
+        if start is None:
+            items.append(StepItem(request_id, tokens, start_pos[index], blocks, sample[index],
+                                  prefill_logprobs=prefill_logprobs[index], num_speculative=num_speculative[index]))
+        else:
+            items.append(StepItem(request_id, tokens, start_pos[index], blocks, sample[index],
+                                  params=sampling_params_from_pb(start.parameters),
+                                  prefix_token_ids=list(start.prefix_token_ids),
+                                  num_prompt_tokens=start.num_prompt_tokens, prefill_logprobs=prefill_logprobs[index],
+                                  num_speculative=num_speculative[index]))
+    return items
+
+
+def _check_columns(num_items: int, columns: tuple[list[Any], ...], tokens_needed: int, num_token_ids: int,
+                   blocks_needed: int, num_block_ids: int) -> None:
+    names = ("num_tokens", "start_pos", "num_blocks", "sample", "prefill_logprobs", "num_speculative")
+    wrong = [f"{name} has {len(column)}" for name, column in zip(names, columns) if len(column) != num_items]
+    if tokens_needed != num_token_ids:
+        wrong.append(f"num_tokens sum to {tokens_needed} but token_ids has {num_token_ids}")
+    if blocks_needed != num_block_ids:
+        wrong.append(f"num_blocks sum to {blocks_needed} but block_ids has {num_block_ids}")
+    if wrong:
+        raise InvalidStepError(f"StepRequest columns disagree ({num_items} request_ids): {'; '.join(wrong)}")
 
 
 def _token_to_pb(token: Token) -> pb.Token:
@@ -171,29 +204,27 @@ def _token_from_pb(message: pb.Token) -> Token:
 
 
 def step_response_to_pb(generations: list[Generation], forward_ns: int = 0) -> pb.StepResponse:
-    return pb.StepResponse(
-        generations=[
-            pb.Generation(
-                request_id=g.request_id,
-                token=_token_to_pb(g.token),
-                top_tokens=[_token_to_pb(t) for t in g.top_tokens],
-                prefill_logprobs=g.prefill_logprobs,
-                speculative_ids=g.speculative_ids,
-            )
-            for g in generations
-        ],
-        forward_ns=forward_ns,
-    )
+    """Generations as columns (shard.proto's StepResponse); extras only for those that carry any."""
+    extras = [pb.GenerationExtras(index=index, top_tokens=[_token_to_pb(t) for t in g.top_tokens],
+                                  prefill_logprobs=g.prefill_logprobs, speculative_ids=g.speculative_ids)
+              for index, g in enumerate(generations) if g.top_tokens or g.prefill_logprobs or g.speculative_ids]
+    return pb.StepResponse(request_ids=[g.request_id for g in generations],
+                           token_ids=[g.token.id for g in generations],
+                           logprobs=[g.token.logprob for g in generations],
+                           extras=extras, forward_ns=forward_ns)
 
 
 def generations_from_pb(message: pb.StepResponse) -> list[Generation]:
-    return [
-        Generation(
-            request_id=g.request_id,
-            token=_token_from_pb(g.token),
-            top_tokens=[_token_from_pb(t) for t in g.top_tokens],
-            prefill_logprobs=list(g.prefill_logprobs),
-            speculative_ids=list(g.speculative_ids),
-        )
-        for g in message.generations
-    ]
+    request_ids, token_ids, logprobs = list(message.request_ids), list(message.token_ids), list(message.logprobs)
+    if not len(request_ids) == len(token_ids) == len(logprobs):
+        raise ValueError(f"StepResponse columns disagree: {len(request_ids)} request_ids, {len(token_ids)} "
+                         f"token_ids, {len(logprobs)} logprobs")
+    generations = [Generation(request_id, Token(token_id, logprob))
+                   for request_id, token_id, logprob in zip(request_ids, token_ids, logprobs)]
+    for extra in message.extras:
+        plain = generations[extra.index]
+        generations[extra.index] = Generation(plain.request_id, plain.token,
+                                              top_tokens=[_token_from_pb(t) for t in extra.top_tokens],
+                                              prefill_logprobs=list(extra.prefill_logprobs),
+                                              speculative_ids=list(extra.speculative_ids))
+    return generations
