@@ -92,3 +92,22 @@ def describe(choice: DeviceChoice) -> str:
     if choice.requested == "auto":
         return f"device auto: using {choice.actual} (cuda if visible, else hpu, else cpu)"
     return f"device {choice.actual}"
+
+
+def memory_fraction_problem(fraction: float, device: str, kv_cache_memory_given: bool, static_shapes: bool) -> str:
+    """Why --cuda-memory-fraction cannot apply to this launch ("" when it can): it sizes the KV cache of the
+    dynamic runner on a CUDA device that no --kv-cache-memory sized already. The launcher and the shard both
+    check it, so a fraction is never accepted and then ignored."""
+    if not 0.0 < fraction <= 1.0:
+        return f"--cuda-memory-fraction {fraction}: give a share of the device in (0, 1], e.g. 0.9"
+    if fraction == 1.0:
+        return ""
+    if device != "cuda":
+        return (f"--cuda-memory-fraction {fraction} sizes the KV cache from a CUDA device's free memory, but this "
+                f"launch runs on {device}; drop it (--kv-cache-memory sets the KV cache size on every device)")
+    if kv_cache_memory_given:
+        return (f"--cuda-memory-fraction {fraction} and --kv-cache-memory both size the KV cache; give one of them")
+    if static_shapes:
+        return (f"--cuda-memory-fraction {fraction}: static shapes size the KV cache from --kv-cache-memory (default "
+                "1 GiB) only; drop the fraction or give --kv-cache-memory")
+    return ""

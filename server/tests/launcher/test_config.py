@@ -118,3 +118,38 @@ def test_flat_speculation_costs_without_speculation_is_refused(tiny_llama_dir: P
         load_config(parse_args(["--model-id", str(tiny_llama_dir), "--speculation-costs", "flat"], {}))
     assert load_config(parse_args(["--model-id", str(tiny_llama_dir), "--speculate", "2",
                                    "--speculation-costs", "flat"], {})).args.speculation_costs == "flat"
+
+
+@pytest.mark.parametrize("argv, env", [(["--device", "cuda", "--cuda-memory-fraction", "0.8"], {}),
+                                       (["--device", "cuda"], {"CUDA_MEMORY_FRACTION": "0.8"})])
+def test_a_cuda_memory_fraction_reaches_a_shard_that_accepts_it(argv: list[str], env: dict[str, str]) -> None:
+    """The launcher's shard command line goes through the shard's own parser (the real other side)."""
+    from textgen_server.shard.__main__ import parse_args as parse_shard_args
+
+    config = _config(argv, env)
+    spec = ShardSpec(model_path=Path("/m"), uds_path="/tmp/s", rank=0, world_size=1, dtype=None, kv_cache_memory=None,
+                     device=config.parallel.device.actual, cuda_memory_fraction=config.args.cuda_memory_fraction)
+    shard = parse_shard_args(build_shard_command(spec)[3:])
+    assert (shard.device, shard.cuda_memory_fraction) == ("cuda", 0.8)
+    assert "--cuda-memory-fraction" not in build_shard_command(ShardSpec(**{**spec.__dict__,
+                                                                            "cuda_memory_fraction": 1.0}))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cuda-memory-fraction", "0.8"], "this launch runs on cpu"),
+    (["--device", "cuda", "--cuda-memory-fraction", "0.8", "--kv-cache-memory", "1GiB"], "give one of them"),
+    (["--device", "cuda", "--cuda-memory-fraction", "0.8", "--static-shapes", "true", "--max-batch-size", "4"],
+     "static shapes size the KV cache from --kv-cache-memory"),
+    (["--device", "cuda", "--cuda-memory-fraction", "1.5"], r"give a share of the device in \(0, 1\]"),
+    (["--device", "cuda", "--cuda-memory-fraction", "0"], r"give a share of the device in \(0, 1\]"),
+])
+def test_a_cuda_memory_fraction_that_would_not_apply_is_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _config(argv)
+
+
+def test_the_shard_refuses_a_fraction_off_cuda_too() -> None:
+    from textgen_server.shard.__main__ import parse_args as parse_shard_args
+
+    with pytest.raises(SystemExit):
+        parse_shard_args(["--model-path", "/m", "--uds-path", "/tmp/s", "--cuda-memory-fraction", "0.5"])

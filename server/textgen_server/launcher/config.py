@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from textgen_server import devices
 from textgen_server.devices import DEVICE_CHOICES, OVERRIDE_ENV
 from textgen_server.gaudi.config import ENV_NAMES as GAUDI_ENV_NAMES
 from textgen_server.gaudi.config import GaudiConfig, GaudiConfigError, check_bucket_limits, parse_gaudi_env
@@ -62,6 +63,7 @@ class LauncherArgs:
     huggingface_hub_cache: str | None
     hf_token: str | None
     kv_cache_memory: int | None
+    cuda_memory_fraction: float
     graceful_termination_timeout: float
     shard_startup_timeout: float
     disable_prefix_caching: bool
@@ -191,7 +193,12 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--shard-uds-path", "SHARD_UDS_PATH", str, "/tmp/textgen-server", "shard socket prefix (<path>-<rank>)"),
     ("--huggingface-hub-cache", "HUGGINGFACE_HUB_CACHE", _optional(str), None, "hub download cache directory"),
     ("--kv-cache-memory", "KV_CACHE_MEMORY", _optional(parse_bytes), None,
-     "KV cache size: bytes or 512MiB / 2GiB (default: the shard's device default)"),
+     "KV cache size: bytes or 512MiB / 2GiB (default: 1 GiB per pod on cpu and for static shapes; on cuda 90%% of "
+     "the device memory free after loading and the largest prefill, see --cuda-memory-fraction)"),
+    # TGI's flag and variable: how much of the CUDA device this process may count as its own.
+    ("--cuda-memory-fraction", "CUDA_MEMORY_FRACTION", float, 1.0,
+     "on cuda without --kv-cache-memory: the share of each device this server may use (another process may hold "
+     "the rest); the KV cache takes 90%% of what is free of that share after loading and the largest prefill"),
     ("--graceful-termination-timeout", "GRACEFUL_TERMINATION_TIMEOUT", float, 60.0,
      "seconds in-flight requests may take to finish after SIGTERM"),
     ("--static-shapes", "TEXTGEN_STATIC_SHAPES", _parse_bool, False,
@@ -356,6 +363,10 @@ def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
         problems.append(f"--max-batch-prefill-tokens ({config.max_batch_prefill_tokens}) must be at most "
                         f"--max-batch-total-tokens ({total})")
     problems.extend(_positive_problems(args))
+    fraction = devices.memory_fraction_problem(args.cuda_memory_fraction, config.parallel.device.actual,
+                                               args.kv_cache_memory is not None, config.buckets is not None)
+    if fraction:
+        problems.append(fraction)
     return problems
 
 

@@ -50,6 +50,7 @@ class ShardSpec:
     # --static-shapes: (BATCH_BUCKET_SIZE, PREFILL_BATCH_BUCKET_SIZE, PAD_SEQUENCE_TO_MULTIPLE_OF), WARMUP_ENABLED
     bucket_sizes: tuple[int, int, int] | None = None
     shape_warmup: bool = True
+    cuda_memory_fraction: float = 1.0   # --cuda-memory-fraction (cuda, dynamic runner, no --kv-cache-memory)
 
     @property
     def socket_path(self) -> str:
@@ -65,6 +66,8 @@ def build_shard_command(spec: ShardSpec) -> list[str]:
     if spec.kv_cache_memory is not None:
         command += ["--kv-cache-memory", str(spec.kv_cache_memory)]
     command += ["--device", spec.device]
+    if spec.cuda_memory_fraction != 1.0:
+        command += ["--cuda-memory-fraction", str(spec.cuda_memory_fraction)]
     if spec.world_size > 1:
         command += ["--master-addr", spec.master_addr, "--master-port", str(spec.master_port),
                     "--join-timeout", str(spec.join_timeout), "--group-key", spec.group_key]

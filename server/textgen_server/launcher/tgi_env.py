@@ -54,8 +54,6 @@ REFUSED: dict[str, tuple[str, frozenset[str]]] = {
     "WEIGHTS_CACHE_OVERRIDE": ("set HUGGINGFACE_HUB_CACHE (--huggingface-hub-cache) instead", frozenset()),
     "DISABLE_CUSTOM_KERNELS": ("there are no custom kernels to disable (only 'true' is accepted)",
                                frozenset({"true", "1"})),
-    "CUDA_MEMORY_FRACTION": ("the KV cache is sized by KV_CACHE_MEMORY (--kv-cache-memory), not by a fraction of "
-                             "device memory (only 1.0 is accepted)", frozenset({"1", "1.0"})),
     "ROPE_SCALING": ("RoPE scaling comes from the model's config.json only", frozenset()),
     "ROPE_FACTOR": ("RoPE scaling comes from the model's config.json only", frozenset()),
     "OTLP_ENDPOINT": ("OpenTelemetry export is not implemented; scrape /metrics and read the logs", frozenset()),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from textgen_server import devices
 from textgen_server.devices import DEVICES
 from textgen_server.pb import shard_pb2_grpc as pb_grpc
 
@@ -55,6 +56,7 @@ class ShardConfig:
     speculation_costs: str = "measured"   # measured at warmup (shard/verify_cost.py) or flat
     bucket_sizes: tuple[int, int, int] | None = None   # --static-shapes B,P,S: shard/static_runner.py
     shape_warmup: bool = True
+    cuda_memory_fraction: float = 1.0     # share of the CUDA device this process may use (KV sized from free memory)
 
     @property
     def socket_path(self) -> str:
@@ -73,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
                         help="torch device type, resolved by the launcher (textgen_server/devices.py)")
     parser.add_argument("--kv-cache-memory", type=int, default=None,
                         help="default KV cache bytes when Warmup passes none (CPU default: 1 GiB)")
+    parser.add_argument("--cuda-memory-fraction", type=float, default=1.0,
+                        help="on cuda without --kv-cache-memory: the share of the device this process may use; the "
+                        "KV cache takes 90%% of what is free of it after loading and the largest prefill (TGI)")
     parser.add_argument("--master-addr", default="localhost", help="rendezvous address of the ranks (world size > 1)")
     parser.add_argument("--master-port", type=int, default=29500, help="rendezvous port (rank 0 serves it)")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads of this rank")
@@ -97,10 +102,14 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
     if args.device == "hpu" and args.static_shapes is None:
         parser.error("--device hpu needs --static-shapes BATCH,PREFILL_BATCH,PAD: HPU graphs run bucketed static "
                      "shapes only (the launcher always passes it on hpu)")
+    problem = devices.memory_fraction_problem(args.cuda_memory_fraction, args.device, args.kv_cache_memory is not None,
+                                      args.static_shapes is not None)
+    if problem:
+        parser.error(problem)
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
                        args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
                        args.group_key, args.speculate, args.medusa_path, args.speculation_costs,
-                       args.static_shapes, not args.no_shape_warmup)
+                       args.static_shapes, not args.no_shape_warmup, args.cuda_memory_fraction)
 
 
 def _bucket_sizes(text: str) -> tuple[int, int, int]:
@@ -153,6 +162,8 @@ def serve(config: ShardConfig) -> None:
 def build_runner(config: ShardConfig, device: torch.device, gaudi: tuple[Any, Any] | None = None) -> ModelRunner:
     """The runner the flags ask for: dynamic, static shapes (--static-shapes), or static shapes on a Gaudi card
     (`gaudi`: load_backend's (backend module, plan); --device hpu)."""
+    import torch
+
     from textgen_server.shard.runner import ModelRunner
     from textgen_server.shard.warmup import default_kv_cache_bytes
 
@@ -161,6 +172,9 @@ def build_runner(config: ShardConfig, device: torch.device, gaudi: tuple[Any, An
                                   speculate=config.speculate, medusa_path=config.medusa_path,
                                   speculation_costs=config.speculation_costs)
     if config.bucket_sizes is None:
+        if device.type == "cuda" and config.kv_cache_memory is None:  # TGI: the KV cache takes the free memory
+            kwargs.update(device_memory=lambda: torch.cuda.mem_get_info(device),
+                          memory_fraction=config.cuda_memory_fraction)
         return ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size, **kwargs)
     from textgen_server.shard.static_runner import BucketSizes, StaticShapeRunner
     kwargs.update(buckets=BucketSizes(*config.bucket_sizes), warmup_enabled=config.shape_warmup)

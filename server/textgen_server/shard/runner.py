@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,13 +22,17 @@ from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
 from textgen_server.sampling import RequestState, sample_batch
 from textgen_server.sampling.grammar import GrammarFactory, cut_candidates
-from textgen_server.shard.errors import InvalidStepError, NotReadyError
+from textgen_server.shard.errors import CapacityError, InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.verify import accept, expand_rows
 from textgen_server.speculation.adaptive import AcceptanceTracker, StepCosts
 from textgen_server.speculation.proposer import Proposer, build_proposer
 from textgen_server.shard.verify_cost import measure_step_costs
-from textgen_server.shard.warmup import DEFAULT_CPU_KV_CACHE_BYTES, plan_num_blocks, plan_warmup_prompts
+from textgen_server.shard.warmup import (DEFAULT_CPU_KV_CACHE_BYTES, kv_bytes_from_free_memory, plan_num_blocks,
+                                         plan_warmup_prompts, warmup_num_blocks)
+
+# (free bytes, total bytes) of the shard's device, e.g. torch.cuda.mem_get_info.
+MemoryProbe = Callable[[], tuple[int, int]]
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +55,13 @@ class ModelRunner:
         speculate: int = 0,
         medusa_path: Path | None = None,
         speculation_costs: str = "measured",
+        device_memory: MemoryProbe | None = None,
+        memory_fraction: float = 1.0,
     ) -> None:
         self.default_kv_cache_bytes = default_kv_cache_bytes  # used when Warmup names no memory budget
+        # With a probe (CUDA without --kv-cache-memory) the KV cache is sized from the device's free memory
+        # after the warmup prefill instead, `memory_fraction` of the device being this process's (TGI).
+        self.device_memory, self.memory_fraction = device_memory, memory_fraction
         self.speculation_costs = speculation_costs  # "measured" at warmup, or "flat" (--speculation-costs)
         self.device = torch.device(device)
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
@@ -94,8 +104,11 @@ class ModelRunner:
         """Allocate the KV cache, run the largest prefill the limits allow, then forget it."""
         started = time.perf_counter()
         shape = self.loaded.kv_cache_shape(BLOCK_SIZE)
-        num_blocks = plan_num_blocks(spec, shape, self.default_kv_cache_bytes)
         self.cache = self.decode_rows = None  # free the old cache before allocating the new one
+        if self.device_memory is not None and not spec.kv_cache_memory_bytes:
+            num_blocks = self._size_from_free_memory(spec)
+        else:
+            num_blocks = plan_num_blocks(spec, shape, self.default_kv_cache_bytes)
         self.cache = PagedKVCache(shape, num_blocks, self.device)
         if self.DENSE_DECODE_ROWS and self.device.type == "cpu":
             # At most as many bytes as the paged cache: the rows copy only what the decode batch holds there.
@@ -114,6 +127,37 @@ class ModelRunner:
             max_supported_total_tokens=num_blocks * BLOCK_SIZE,
             duration_seconds=time.perf_counter() - started,
         )
+
+    def _size_from_free_memory(self, spec: WarmupSpec) -> int:
+        """KV blocks that the device's free memory holds after the largest prefill ran in a cache just big enough
+        for it (TGI's warmup): that prefill's peak stays reserved by the caching allocator, so what is left free is
+        what the cache may take. Raises CapacityError with the flag to change when the prefill or the limits
+        do not fit."""
+        assert self.device_memory is not None
+        shape = self.loaded.kv_cache_shape(BLOCK_SIZE)
+        prompts = plan_warmup_prompts(spec)
+        warm_blocks = warmup_num_blocks(prompts, BLOCK_SIZE)
+        try:
+            self.cache = PagedKVCache(shape, warm_blocks, self.device)
+            self.step(_warmup_items(prompts, warm_blocks, self.loaded.config.vocab_size))
+        except torch.OutOfMemoryError as error:
+            raise CapacityError(
+                f"not enough device memory to prefill {spec.max_prefill_tokens} tokens in one step ({error}); "
+                "lower --max-batch-prefill-tokens (or --max-input-tokens), or free the device") from error
+        finally:
+            self.clear()
+            self.cache = None
+        free, total = self.device_memory()
+        budget = kv_bytes_from_free_memory(free, total, self.memory_fraction) + warm_blocks * shape.bytes_per_block()
+        try:
+            num_blocks = plan_num_blocks(dataclasses.replace(spec, kv_cache_memory_bytes=budget), shape, budget)
+        except CapacityError as error:
+            raise CapacityError(f"{error} (the KV budget came from the device's free memory: {free} of {total} "
+                                f"bytes free, --cuda-memory-fraction {self.memory_fraction})") from error
+        logger.info("rank %d: KV cache sized from free device memory: %d of %d bytes free after the warmup "
+                    "prefill, fraction %.2f -> %d blocks (%d tokens)", self.rank, free, total,
+                    self.memory_fraction, num_blocks, num_blocks * BLOCK_SIZE)
+        return num_blocks
 
     def _measure_verify_costs(self, cache: PagedKVCache, max_queries: int) -> None:
         """Time decode steps of 1..K+1 query tokens per row for the adaptive rule (shard/verify_cost.py)."""

@@ -6,14 +6,34 @@ from textgen_server.protocol import WarmupSpec
 from textgen_server.shard.errors import CapacityError
 
 DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30  # 1 GiB per pod when the launcher passes no --kv-cache-memory
+# Of the device memory still free after loading and the warmup's largest prefill, the share the KV cache takes
+# (TGI's TGI_WIGGLE_ROOM): room for what warmup did not run, e.g. the largest decode batch's sampling tensors.
+DEVICE_MEMORY_HEADROOM = 0.90
 
 
 def default_kv_cache_bytes(device_type: str, world_size: int) -> int:
     """The KV budget of one rank when none is given. On the CPU every rank of a pod shares the host's memory, so
     the 1 GiB default is the pod's, split over its ranks (each rank holds 1/N of the KV heads, so the pod holds the
     same number of tokens for any N); on an accelerator each rank has a device of its own and keeps the whole
-    default."""
+    default (the dynamic runner on CUDA sizes its cache from the device's free memory instead, TGI's way:
+    kv_bytes_from_free_memory)."""
     return DEFAULT_CPU_KV_CACHE_BYTES // world_size if device_type == "cpu" else DEFAULT_CPU_KV_CACHE_BYTES
+
+
+def kv_bytes_from_free_memory(free_bytes: int, total_bytes: int, memory_fraction: float) -> int:
+    """The KV budget on a device sized from its free memory, as TGI sizes it: of `total_bytes` this process may use
+    `memory_fraction` (--cuda-memory-fraction); what other processes or the model already took is not free; the
+    cache gets DEVICE_MEMORY_HEADROOM of what is left. Call after loading the weights and running the largest
+    prefill (the caching allocator keeps that peak reserved, so `free_bytes` already excludes it)."""
+    if not 0.0 < memory_fraction <= 1.0:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+    usable = free_bytes - (1.0 - memory_fraction) * total_bytes
+    return max(0, int(usable * DEVICE_MEMORY_HEADROOM))
+
+
+def warmup_num_blocks(prompt_lengths: list[int], block_size: int) -> int:
+    """KV blocks the warmup's prompts fill (each prompt starts a block of its own)."""
+    return sum(-(-length // block_size) for length in prompt_lengths)
 
 
 def plan_num_blocks(spec: WarmupSpec, shape: KVCacheShape, default_memory_bytes: int) -> int:
