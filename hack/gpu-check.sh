@@ -3,10 +3,11 @@
 # grpcio, pytest; no network). Two steps:
 #   here:   hack/gpu-check.sh --fetch-wheels   downloads, for Python 3.12, the wheels the GPU machine's image lacks
 #                                            (pinned by hack/constraints.txt) into .whl/ (git-ignored)
-#   there:  bash hack/gpu-check.sh             with .whl carried: installs them under /tmp/site, then runs the
+#   there:  bash hack/gpu-check.sh [--bench]   with .whl carried: installs them under /tmp/site, then runs the
 #                                            gpu-marked tests (server/tests/gpu: exactness against transformers
 #                                            on the same GPU in bfloat16, concurrency, preemption, the KV cache
-#                                            sized from free device memory); JUnit XML and the log go to $OUT
+#                                            sized from free device memory); JUnit XML and the log go to $OUT.
+#                                            --bench then runs hack/bench-gpu.py (Llama-3-8B shape): $OUT/bench-gpu.json
 # Without a CUDA device the tests skip with the reason; TEXTGEN_GPU_TESTS_ON_CPU=1 runs them on the CPU to check
 # the tests' own logic.
 set -euo pipefail
@@ -27,7 +28,12 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
   ls -l .whl
   exit 0
 fi
-[[ $# -eq 0 ]] || { echo "usage: hack/gpu-check.sh [--fetch-wheels]" >&2; exit 2; }
+bench=0
+case "${1:-}" in
+  "") ;;
+  --bench) bench=1 ;;
+  *) echo "usage: hack/gpu-check.sh [--fetch-wheels | --bench]" >&2; exit 2 ;;
+esac
 
 out=${OUT:-$root/_output/gpu-check}
 mkdir -p "$out"
@@ -39,5 +45,10 @@ export PYTHONPATH=$root/server${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi: none"
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 } | tee "$out/gpu-env.txt"
+status=0   # the benchmark runs even when a test failed (one device call gets both); the exit status keeps it
 python3 -m pytest -p no:cacheprovider -m gpu -rs server/tests/gpu --junitxml "$out/gpu-tests.xml" 2>&1 \
-  | tee "$out/gpu-tests.log"
+  | tee "$out/gpu-tests.log" || status=$?
+if [[ $bench == 1 ]]; then
+  python3 hack/bench-gpu.py --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log" || status=$?
+fi
+exit "$status"

@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Issue 15's GPU benchmark, for a lent NVIDIA machine (`hack/gpu-check.sh --bench` runs it there): the runner on
+a random-weight Llama-3-8B-shaped checkpoint built on the device, in bfloat16.
+
+Reported, as JSON (--json) and as lines:
+  decode_b1   batch-1 decode time per token against the memory-bandwidth floor (weight bytes / the device's
+              copy bandwidth, measured in the same run by a device-to-device copy); goal: floor/ours >= 0.85
+  serve_N     N concurrent requests (prompt --prompt-tokens, output --output-tokens, all arriving at once) through
+              the ModelRunner and the repository's naive driver (testing/runner_driver.py, chunked prefill of
+              --prefill-budget tokens per step): output tokens/s, TTFT p50/p99; and transformers' continuous
+              batching (`generate_batch`) on the same model and GPU: tokens/s, TTFT; goal: ours/transformers >= 1.5
+The KV cache is sized from the device's free memory (the CUDA path of shard/warmup.py). The serving loop here is
+the driver, not the HTTP server: it measures the shard, which is what the GPU changes.
+On a machine without CUDA, `--device cpu` with small sizes checks the script itself, e.g.
+`.venv/bin/python hack/bench-gpu.py --device cpu --dtype float32 --layers 2 --hidden-size 256
+ --intermediate-size 512 --heads 4 --kv-heads 2 --concurrency 8 --prompt-tokens 64 --output-tokens 16`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--hidden-size", type=int, default=4096)
+    parser.add_argument("--intermediate-size", type=int, default=14336)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=8)
+    parser.add_argument("--vocab-size", type=int, default=128256)
+    parser.add_argument("--concurrency", default="64,128", help="comma-separated numbers of concurrent requests")
+    parser.add_argument("--prompt-tokens", type=int, default=1024)
+    parser.add_argument("--output-tokens", type=int, default=128)
+    parser.add_argument("--prefill-budget", type=int, default=8192, help="prompt tokens per step (chunked prefill)")
+    parser.add_argument("--skip-transformers", action="store_true", help="only our runner")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-gpu")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device; use --device cpu with small sizes to check the script")
+    args.sizes = [int(n) for n in args.concurrency.split(",")]
+    return args
+
+
+def build_model(args: argparse.Namespace) -> Path:
+    """A random-weight Llama of the given shape, created on the device (fast) and saved as safetensors."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = args.workdir / (f"llama-l{args.layers}-h{args.hidden_size}-i{args.intermediate_size}-a{args.heads}"
+                           f"-kv{args.kv_heads}-v{args.vocab_size}-{args.dtype}")
+    if (path / "config.json").exists():
+        return path
+    config = LlamaConfig(hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+                         num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                         num_key_value_heads=args.kv_heads, vocab_size=args.vocab_size,
+                         max_position_embeddings=max(8192, args.prompt_tokens + args.output_tokens),
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, rope_theta=500000.0)
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, args.dtype))  # initialised in the served dtype: no float32 copy
+    try:
+        with torch.device(args.device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(path)
+    del model
+    return path
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes/s of a device-to-device copy, counting the bytes read and the bytes written."""
+    source = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    for _ in range(3):
+        target.copy_(source)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(10):
+        target.copy_(source)
+    _sync(device)
+    return 2 * source.numel() * 10 / (time.perf_counter() - started)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_runner(path: Path, args: argparse.Namespace, max_total: int) -> Any:
+    from textgen_server.protocol import WarmupSpec
+    from textgen_server.shard.runner import ModelRunner
+
+    probe = (lambda: torch.cuda.mem_get_info()) if args.device == "cuda" else None
+    runner = ModelRunner(path, dtype=args.dtype, device=args.device, device_memory=probe)
+    result = runner.warmup(WarmupSpec(max_input_tokens=args.prompt_tokens, max_total_tokens=max_total,
+                                      max_prefill_tokens=args.prefill_budget))
+    return runner, result.num_blocks
+
+
+def decode_batch1(runner: Any, num_blocks: int, args: argparse.Namespace, weight_bytes: int,
+                  bandwidth: float) -> dict[str, float]:
+    from textgen_server.testing.runner_driver import Driver, DriverRequest
+
+    driver = Driver(runner, num_blocks, chunk_budget=args.prefill_budget)
+    driver.admit(DriverRequest(1, list(range(3, 3 + args.prompt_tokens)), max_new_tokens=args.output_tokens))
+    driver.step()  # the prefill
+    times = []
+    while driver.active:
+        started = time.perf_counter()
+        driver.step()  # the runner returns Python ints: the step has finished on the device
+        times.append(time.perf_counter() - started)
+    runner.clear()
+    per_token = statistics.median(times)
+    floor = weight_bytes / (bandwidth / 2)  # reading the weights once per token, at the copy's read rate
+    return {"per_token_ms": 1e3 * per_token, "floor_ms": 1e3 * floor, "floor_over_ours": floor / per_token}
+
+
+def serve(runner: Any, num_blocks: int, args: argparse.Namespace, count: int) -> dict[str, float]:
+    from textgen_server.testing.runner_driver import Driver, DriverRequest
+
+    driver = Driver(runner, num_blocks, chunk_budget=args.prefill_budget)
+    requests = [DriverRequest(i, [3 + (i * 7 + j) % (args.vocab_size - 3) for j in range(args.prompt_tokens)], args.output_tokens)
+                for i in range(count)]
+    started = time.perf_counter()
+    for request in requests:
+        driver.admit(request)
+    first: dict[int, float] = {}
+    while driver.active:
+        driver.step()
+        now = time.perf_counter() - started
+        for request in requests:
+            if request.generated and request.request_id not in first:
+                first[request.request_id] = now
+    wall = time.perf_counter() - started
+    runner.clear()
+    ttft = sorted(first.values())
+    return {"tokens_per_s": count * args.output_tokens / wall, "ttft_p50_s": _pct(ttft, 50),
+            "ttft_p99_s": _pct(ttft, 99), "wall_s": wall}
+
+
+def transformers_cb(path: Path, args: argparse.Namespace, count: int) -> dict[str, float]:
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
+    config = GenerationConfig(max_new_tokens=args.output_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    ids = [[3 + (i * 7 + j) % (args.vocab_size - 3) for j in range(args.prompt_tokens)] for i in range(count)]
+    with torch.no_grad():
+        model.generate_batch(inputs=ids[:2], generation_config=config, max_new_tokens=2)
+        started = time.perf_counter()
+        outputs = model.generate_batch(inputs=ids, generation_config=config, record_timestamps=True)
+        wall = time.perf_counter() - started
+    ttft = sorted((o.timestamps[0] - o.created_time) if o.timestamps else wall for o in outputs.values())
+    tokens = sum(len(o.generated_tokens) for o in outputs.values())
+    del model
+    return {"tokens_per_s": tokens / wall, "ttft_p50_s": _pct(ttft, 50), "ttft_p99_s": _pct(ttft, 99), "wall_s": wall}
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    args = parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    path = build_model(args)
+    max_total = args.prompt_tokens + args.output_tokens
+    runner, num_blocks = build_runner(path, args, max_total)
+    weight_bytes = sum(p.numel() * p.element_size() for p in runner.loaded.model.parameters())
+    bandwidth = copy_bandwidth(args.device)
+    figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                               "weight_bytes": weight_bytes, "copy_bytes_per_s": bandwidth, "kv_blocks": num_blocks,
+                               "decode_b1": decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)}
+    print(f"{figures['device']}: {weight_bytes / 1e9:.2f} GB of weights, copy {bandwidth / 1e12:.2f} TB/s, "
+          f"{num_blocks} KV blocks")
+    d = figures["decode_b1"]
+    print(f"decode_b1: {d['per_token_ms']:.2f} ms/token, floor {d['floor_ms']:.2f} ms: {d['floor_over_ours']:.2f}"
+          " of the floor (goal 0.85)")
+    for count in args.sizes:
+        ours = serve(runner, num_blocks, args, count)
+        figures[f"serve_{count}"] = {"ours": ours}
+        print(f"serve_{count}: ours {ours['tokens_per_s']:.0f} tok/s, TTFT p50 {ours['ttft_p50_s']:.2f} s "
+              f"p99 {ours['ttft_p99_s']:.2f} s", flush=True)
+    # Our KV cache holds most of the device: free it before transformers loads its own copy of the model.
+    del runner
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    for count in [] if args.skip_transformers else args.sizes:
+        row = figures[f"serve_{count}"]
+        theirs = transformers_cb(path, args, count)
+        row["transformers_cb"], row["ours_over_transformers"] = theirs, row["ours"]["tokens_per_s"] / theirs["tokens_per_s"]
+        print(f"serve_{count}: transformers cb {theirs['tokens_per_s']:.0f} tok/s, TTFT p50 {theirs['ttft_p50_s']:.2f}"
+              f" s p99 {theirs['ttft_p99_s']:.2f} s: ours x{row['ours_over_transformers']:.2f} (goal 1.5)", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
