@@ -130,8 +130,7 @@ def serve(runner: Any, num_blocks: int, args: argparse.Namespace, count: int) ->
     from textgen_server.testing.runner_driver import Driver, DriverRequest
 
     driver = Driver(runner, num_blocks, chunk_budget=args.prefill_budget)
-    requests = [DriverRequest(i, [3 + (i * 7 + j) % (args.vocab_size - 3) for j in range(args.prompt_tokens)], args.output_tokens)
-                for i in range(count)]
+    requests = [DriverRequest(i, _prompt(args, i), args.output_tokens) for i in range(count)]
     started = time.perf_counter()
     for request in requests:
         driver.admit(request)
@@ -154,7 +153,7 @@ def transformers_cb(path: Path, args: argparse.Namespace, count: int) -> dict[st
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     config = GenerationConfig(max_new_tokens=args.output_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
-    ids = [[3 + (i * 7 + j) % (args.vocab_size - 3) for j in range(args.prompt_tokens)] for i in range(count)]
+    ids = [_prompt(args, i) for i in range(count)]
     with torch.no_grad():
         model.generate_batch(inputs=ids[:2], generation_config=config, max_new_tokens=2)
         started = time.perf_counter()
@@ -164,6 +163,11 @@ def transformers_cb(path: Path, args: argparse.Namespace, count: int) -> dict[st
     tokens = sum(len(o.generated_tokens) for o in outputs.values())
     del model
     return {"tokens_per_s": tokens / wall, "ttft_p50_s": _pct(ttft, 50), "ttft_p99_s": _pct(ttft, 99), "wall_s": wall}
+
+
+def _prompt(args: argparse.Namespace, index: int) -> list[int]:
+    """The same prompt for both systems: --prompt-tokens ids, distinct per request, inside the vocabulary."""
+    return [3 + (index * 7 + j) % (args.vocab_size - 3) for j in range(args.prompt_tokens)]
 
 
 def _pct(ordered: list[float], q: float) -> float:
@@ -198,7 +202,8 @@ def main() -> None:
     for count in [] if args.skip_transformers else args.sizes:
         row = figures[f"serve_{count}"]
         theirs = transformers_cb(path, args, count)
-        row["transformers_cb"], row["ours_over_transformers"] = theirs, row["ours"]["tokens_per_s"] / theirs["tokens_per_s"]
+        row["transformers_cb"] = theirs
+        row["ours_over_transformers"] = row["ours"]["tokens_per_s"] / theirs["tokens_per_s"]
         print(f"serve_{count}: transformers cb {theirs['tokens_per_s']:.0f} tok/s, TTFT p50 {theirs['ttft_p50_s']:.2f}"
               f" s p99 {theirs['ttft_p99_s']:.2f} s: ours x{row['ours_over_transformers']:.2f} (goal 1.5)", flush=True)
     if args.json is not None:

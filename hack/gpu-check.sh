@@ -19,7 +19,8 @@ wheels=(llguidance)
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   mkdir -p .whl
   for name in "${wheels[@]}"; do
-    pin=$(grep -i "^${name}==" hack/constraints.txt) || { echo "gpu-check: $name is not pinned in hack/constraints.txt" >&2; exit 1; }
+    pin=$(grep -i "^${name}==" hack/constraints.txt) ||
+      { echo "gpu-check: $name is not pinned in hack/constraints.txt" >&2; exit 1; }
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_34_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 \
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -46,7 +46,8 @@ def _prompt(length: int, seed: int, vocab: int = 200) -> list[int]:
     return torch.randint(3, vocab, (length,), generator=generator).tolist()
 
 
-def _reference(path: Path, device: str, dtype: torch.dtype, prompt: list[int], new: int) -> tuple[list[int], torch.Tensor]:
+def _reference(path: Path, device: str, dtype: torch.dtype, prompt: list[int],
+               new: int) -> tuple[list[int], torch.Tensor]:
     """transformers' greedy tokens and the raw logits at each generated position ([new, vocab], float32)."""
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     ids = torch.tensor([prompt], device=device)
