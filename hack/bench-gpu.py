@@ -9,6 +9,11 @@ Reported, as JSON (--json) and as lines:
               the ModelRunner and the repository's naive driver (testing/runner_driver.py, chunked prefill of
               --prefill-budget tokens per step): output tokens/s, TTFT p50/p99; and transformers' continuous
               batching (`generate_batch`) on the same model and GPU: tokens/s, TTFT; goal: ours/transformers >= 1.5
+  attention   the decode attention of one layer alone, per paged decode kernel (models/attention.py's candidates:
+              `gather`, the blocks copied out for SDPA, as serving does today, and `triton`, models/triton_decode.py
+              reading them in place), at batch 1 and each --concurrency, context prompt + output: microseconds
+Both decode_b1 and serve_N run once per kernel of --decode-kernels (transformers once, against the best), which is
+the measurement that chooses models/attention.py's PAGED_DECODE for CUDA.
 The KV cache is sized from the device's free memory (the CUDA path of shard/warmup.py). The serving loop here is
 the driver, not the HTTP server: it measures the shard, which is what the GPU changes.
 On a machine without CUDA, `--device cpu` with small sizes checks the script itself, e.g.
@@ -43,13 +48,61 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--prefill-budget", type=int, default=8192, help="prompt tokens per step (chunked prefill)")
     parser.add_argument("--skip-transformers", action="store_true", help="only our runner")
+    parser.add_argument("--decode-kernels", default=None,
+                        help="comma-separated: gather (today's path) and/or the paged decode candidates of"
+                             " models/attention.py (triton); default gather,triton on CUDA, gather on a CPU")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-gpu")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device; use --device cpu with small sizes to check the script")
     args.sizes = [int(n) for n in args.concurrency.split(",")]
+    args.kernels = (args.decode_kernels or ("gather,triton" if args.device == "cuda" else "gather")).split(",")
     return args
+
+
+def use_decode_kernel(runner: Any, name: str) -> None:
+    """Point the runner's decode rows at a paged decode candidate, or back at the gather ("gather")."""
+    from textgen_server.models.attention import load_paged_decode
+
+    runner.paged_decode = None if name == "gather" else load_paged_decode(name)
+
+
+def attention_kernels(runner: Any, num_blocks: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Microseconds per call of one layer's decode attention, per kernel and batch (context prompt + output)."""
+    from textgen_server.models.attention import _decode_attention, StepContext
+    from textgen_server.models.attention_metadata import DecodeBatch
+
+    cache, context = runner.cache, args.prompt_tokens + args.output_tokens
+    blocks_per_seq = -(-context // cache.block_size)
+    config = runner.loaded.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    results: dict[str, dict[str, float]] = {}
+    for batch in [1, *args.sizes]:
+        if batch * blocks_per_seq > num_blocks:
+            continue
+        generator = torch.Generator().manual_seed(batch)
+        tables = torch.randperm(num_blocks, generator=generator)[: batch * blocks_per_seq].view(batch, -1)
+        decode = DecodeBatch(token_rows=torch.arange(batch).view(batch, 1).to(args.device),
+                             block_tables=tables.to(args.device),
+                             positions=torch.full((batch, 1), context - 1, device=args.device), valid=None)
+        query = torch.randn(1, config.num_attention_heads, batch, head_dim, device=args.device,
+                            dtype=cache.keys[0].dtype)
+        row: dict[str, float] = {}
+        for name in args.kernels:
+            use_decode_kernel(runner, name)
+            step = StepContext(None, cache, runner.kernel, None, runner.paged_decode)  # type: ignore[arg-type]
+            call = lambda: _decode_attention(step, 0, decode, query, query, query, head_dim**-0.5, None)  # noqa: E731
+            for _ in range(3):
+                call()
+            _sync(args.device)
+            started, calls = time.perf_counter(), 20
+            for _ in range(calls):
+                call()
+            _sync(args.device)
+            row[name] = 1e6 * (time.perf_counter() - started) / calls
+        results[f"batch_{batch}"] = row
+    return results
 
 
 def build_model(args: argparse.Namespace) -> Path:
@@ -105,6 +158,7 @@ def build_runner(path: Path, args: argparse.Namespace, max_total: int) -> Any:
     runner = ModelRunner(path, dtype=args.dtype, device=args.device, device_memory=probe)
     result = runner.warmup(WarmupSpec(max_input_tokens=args.prompt_tokens, max_total_tokens=max_total,
                                       max_prefill_tokens=args.prefill_budget))
+    runner.decode_rows = None  # CPU-only dense rows (none on CUDA): a CPU check runs the decode path CUDA runs
     return runner, result.num_blocks
 
 
@@ -184,17 +238,27 @@ def main() -> None:
     bandwidth = copy_bandwidth(args.device)
     figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                                "weight_bytes": weight_bytes, "copy_bytes_per_s": bandwidth, "kv_blocks": num_blocks,
-                               "decode_b1": decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)}
+                               "attention_us": attention_kernels(runner, num_blocks, args), "kernels": {}}
     print(f"{figures['device']}: {weight_bytes / 1e9:.2f} GB of weights, copy {bandwidth / 1e12:.2f} TB/s, "
           f"{num_blocks} KV blocks")
-    d = figures["decode_b1"]
-    print(f"decode_b1: {d['per_token_ms']:.2f} ms/token, floor {d['floor_ms']:.2f} ms: {d['floor_over_ours']:.2f}"
-          " of the floor (goal 0.85)")
+    for batch, row in figures["attention_us"].items():
+        print(f"attention {batch}: " + ", ".join(f"{name} {us:.1f} us" for name, us in row.items()), flush=True)
+    for name in args.kernels:
+        use_decode_kernel(runner, name)
+        d = decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)
+        figures["kernels"][name] = {"decode_b1": d}
+        print(f"[{name}] decode_b1: {d['per_token_ms']:.2f} ms/token, floor {d['floor_ms']:.2f} ms: "
+              f"{d['floor_over_ours']:.2f} of the floor (goal 0.85)", flush=True)
+        for count in args.sizes:
+            ours = serve(runner, num_blocks, args, count)
+            figures["kernels"][name][f"serve_{count}"] = ours
+            print(f"[{name}] serve_{count}: ours {ours['tokens_per_s']:.0f} tok/s, TTFT p50 {ours['ttft_p50_s']:.2f} s"
+                  f" p99 {ours['ttft_p99_s']:.2f} s", flush=True)
+    best = max(args.kernels, key=lambda name: figures["kernels"][name][f"serve_{args.sizes[-1]}"]["tokens_per_s"])
+    figures["best_kernel"] = best
+    figures["decode_b1"] = figures["kernels"][best]["decode_b1"]
     for count in args.sizes:
-        ours = serve(runner, num_blocks, args, count)
-        figures[f"serve_{count}"] = {"ours": ours}
-        print(f"serve_{count}: ours {ours['tokens_per_s']:.0f} tok/s, TTFT p50 {ours['ttft_p50_s']:.2f} s "
-              f"p99 {ours['ttft_p99_s']:.2f} s", flush=True)
+        figures[f"serve_{count}"] = {"ours": figures["kernels"][best][f"serve_{count}"], "kernel": best}
     # Our KV cache holds most of the device: free it before transformers loads its own copy of the model.
     del runner
     if args.device == "cuda":

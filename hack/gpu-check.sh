@@ -6,7 +6,8 @@
 #   there:  bash hack/gpu-check.sh [--bench]   with .whl carried: installs them under /tmp/site, then runs the
 #                                            gpu-marked tests (server/tests/gpu: exactness against transformers
 #                                            on the same GPU in bfloat16, concurrency, preemption, the KV cache
-#                                            sized from free device memory); JUnit XML and the log go to $OUT.
+#                                            sized from free device memory) and the Triton paged decode kernel's
+#                                            tests, compiled; JUnit XML and the log go to $OUT.
 #                                            --bench then runs hack/bench-gpu.py (Llama-3-8B shape): $OUT/bench-gpu.json
 # Without a CUDA device the tests skip with the reason; TEXTGEN_GPU_TESTS_ON_CPU=1 runs them on the CPU to check
 # the tests' own logic.
@@ -47,7 +48,9 @@ export PYTHONPATH=$root/server${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 } | tee "$out/gpu-env.txt"
 status=0   # the benchmark runs even when a test failed (one device call gets both); the exit status keeps it
-python3 -m pytest -p no:cacheprovider -m gpu -rs server/tests/gpu --junitxml "$out/gpu-tests.xml" 2>&1 \
+# The Triton paged decode kernel's tests run compiled there (here they run under Triton's CPU interpreter).
+python3 -m pytest -p no:cacheprovider -rs server/tests/gpu server/tests/models/test_triton_decode.py \
+  --junitxml "$out/gpu-tests.xml" 2>&1 \
   | tee "$out/gpu-tests.log" || status=$?
 if [[ $bench == 1 ]]; then
   python3 hack/bench-gpu.py --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log" || status=$?

@@ -6,13 +6,17 @@ after rotary embeddings. transformers builds no dense mask for an implementation
 registry, so the step metadata (AttentionMetadata, passed as the `textgen_step` forward kwarg, which
 transformers forwards down to this function) is the only source of truth about who attends to what.
 
-The kernel is chosen here, once, per device type (KERNELS): torch SDPA on CPU now; CUDA flash-attn and Gaudi
-kernels plug in beside it later.
+The kernel is chosen here, once, per device type (KERNELS): torch SDPA (query heads folded on the CPU). Decode
+rows of one query can instead go to a paged decode kernel that reads the cache in place through the block tables
+(PAGED_DECODE, per device type; the Triton kernel of models/triton_decode.py is the CUDA candidate, taken into
+PAGED_DECODE once hack/bench-gpu.py has measured it against the gather on a GPU).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -77,15 +81,42 @@ def select_kernel(device_type: str) -> Kernel:
     return KERNELS[device_type]
 
 
+# (query [B, H, D], key cache, value cache [num_blocks, block_size, H_kv, D], block tables [B, N], keys per query
+#  [B], scale, sliding window) -> [B, H, D]: one query per sequence, read through its block table in place
+PagedDecodeKernel = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int | None], torch.Tensor]
+
+# Candidates by name, imported on first use (Triton is imported only where one is chosen).
+PAGED_DECODE_CANDIDATES: dict[str, str] = {"triton": "textgen_server.models.triton_decode:paged_decode_attention"}
+# The paged decode kernel each device type uses; none yet: every device gathers (see the module docstring).
+PAGED_DECODE: dict[str, str] = {}
+
+
+def load_paged_decode(name: str) -> PagedDecodeKernel:
+    """A paged decode candidate by name (benchmarks and tests compare them; serving takes PAGED_DECODE's)."""
+    if name not in PAGED_DECODE_CANDIDATES:
+        raise ValueError(f"no paged decode kernel {name!r}; candidates: {sorted(PAGED_DECODE_CANDIDATES)}")
+    module, function = PAGED_DECODE_CANDIDATES[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def select_paged_decode(device_type: str) -> PagedDecodeKernel | None:
+    """The paged decode kernel for a device type, or None: decode rows gather their blocks for `select_kernel`."""
+    name = PAGED_DECODE.get(device_type)
+    return None if name is None else load_paged_decode(name)
+
+
 @dataclass(frozen=True)
 class StepContext:
-    """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel, and on
-    the CPU the decode batch's dense rows (models/decode_rows.py; None: gather the blocks instead)."""
+    """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel, on the CPU
+    the decode batch's dense rows (models/decode_rows.py; None: gather the blocks instead), and the paged decode
+    kernel for rows of one query (None: gather)."""
 
     metadata: AttentionMetadata
     cache: PagedKVCache
     kernel: Kernel
     rows: tuple[DecodeRows, StepRows] | None = None
+    paged_decode: PagedDecodeKernel | None = None
 
 
 def paged_attention_forward(
@@ -173,6 +204,9 @@ def _decode_attention(
     q = q.unflatten(1, (batch, num_queries)).transpose(0, 1)  # [B, H, Q, D]
     if step.rows is not None:
         return _dense_rows_attention(step, layer_idx, decode, q, key, value, scale, sliding_window)
+    if step.paged_decode is not None and num_queries == 1:  # speculative verify rows (Q > 1) still gather
+        return step.paged_decode(q[:, :, 0], step.cache.keys[layer_idx], step.cache.values[layer_idx],
+                                 decode.block_tables, decode.positions[:, 0] + 1, scale, sliding_window)
     keys, values = step.cache.gather(layer_idx, decode.block_tables)  # [B, L, H_kv, D]
     k_pos = torch.arange(keys.shape[1], device=q.device).view(1, 1, -1)  # [1, 1, L]
     # Causal over positions: padded table blocks and not-yet-written slots lie beyond every query's position.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from textgen_server.models.attention import Kernel, StepContext, select_kernel
+from textgen_server.models.attention import Kernel, PagedDecodeKernel, StepContext, select_kernel, select_paged_decode
 from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata, is_decode_item
 from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
@@ -67,6 +67,8 @@ class ModelRunner:
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
         self.rank, self.world_size = rank, world_size
         self.kernel = self._select_kernel()
+        # Decode rows of one query read the paged cache in place with this kernel, where the device has one.
+        self.paged_decode: PagedDecodeKernel | None = select_paged_decode(self.device.type)
         self.cache: PagedKVCache | None = None
         self.decode_rows: DecodeRows | None = None
         self.states: dict[int, RequestState] = {}
@@ -233,7 +235,7 @@ class ModelRunner:
             input_ids=metadata.input_ids,
             position_ids=metadata.position_ids,
             use_cache=False,
-            textgen_step=StepContext(metadata, cache, self.kernel, rows),
+            textgen_step=StepContext(metadata, cache, self.kernel, rows, self.paged_decode),
         ).last_hidden_state
 
     def _sample(self, items: list[StepItem], logits: torch.Tensor, sample_hidden: torch.Tensor,
