@@ -12,8 +12,9 @@ Reported, as JSON (--json) and as lines:
   attention   the decode attention of one layer alone, per paged decode kernel (models/attention.py's candidates:
               `gather`, the blocks copied out for SDPA, as serving does today, and `triton`, models/triton_decode.py
               reading them in place), at batch 1 and each --concurrency, context prompt + output: microseconds
-Both decode_b1 and serve_N run once per kernel of --decode-kernels (transformers once, against the best), which is
-the measurement that chooses models/attention.py's PAGED_DECODE for CUDA.
+Both decode_b1 and serve_N run once per kernel of --decode-kernels, each eager and with decode steps replayed as
+CUDA graphs (--cuda-graphs sizes; shard/cuda_graphs.py), and transformers once, against the best: the measurement
+that chooses models/attention.py's PAGED_DECODE for CUDA and whether graphs become the default.
 The KV cache is sized from the device's free memory (the CUDA path of shard/warmup.py). The serving loop here is
 the driver, not the HTTP server: it measures the shard, which is what the GPU changes.
 On a machine without CUDA, `--device cpu` with small sizes checks the script itself, e.g.
@@ -48,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--prefill-budget", type=int, default=8192, help="prompt tokens per step (chunked prefill)")
     parser.add_argument("--skip-transformers", action="store_true", help="only our runner")
+    parser.add_argument("--cuda-graphs", default="1,2,4,8,16,32",
+                        help="batch sizes captured as CUDA graphs for the graphs runs of each kernel (TGI's default);"
+                             " 0: eager only (on a CPU the capture is the tests' eager stand-in)")
     parser.add_argument("--decode-kernels", default=None,
                         help="comma-separated: gather (today's path) and/or the paged decode candidates of"
                              " models/attention.py (triton); default gather,triton on CUDA, gather on a CPU")
@@ -58,7 +62,20 @@ def parse_args() -> argparse.Namespace:
         parser.error("--device cuda: torch sees no CUDA device; use --device cpu with small sizes to check the script")
     args.sizes = [int(n) for n in args.concurrency.split(",")]
     args.kernels = (args.decode_kernels or ("gather,triton" if args.device == "cuda" else "gather")).split(",")
+    from textgen_server.devices import parse_cuda_graph_sizes
+
+    args.graph_sizes = parse_cuda_graph_sizes(args.cuda_graphs)
     return args
+
+
+def use_graphs(runner: Any, spec: Any, args: argparse.Namespace, on: bool) -> None:
+    """Capture the decode graphs for the runner's current kernel (graphs bake the kernel in), or drop them."""
+    from textgen_server.shard.cuda_graphs import eager_capture
+
+    runner.graphs = None
+    if on:
+        runner.graph_capture = None if args.device == "cuda" else eager_capture
+        runner.graphs = runner._capture_graphs(runner.cache, spec)
 
 
 def use_decode_kernel(runner: Any, name: str) -> None:
@@ -154,12 +171,17 @@ def build_runner(path: Path, args: argparse.Namespace, max_total: int) -> Any:
     from textgen_server.protocol import WarmupSpec
     from textgen_server.shard.runner import ModelRunner
 
+    from textgen_server.shard.cuda_graphs import eager_capture
+
     probe = (lambda: torch.cuda.mem_get_info()) if args.device == "cuda" else None
-    runner = ModelRunner(path, dtype=args.dtype, device=args.device, device_memory=probe)
-    result = runner.warmup(WarmupSpec(max_input_tokens=args.prompt_tokens, max_total_tokens=max_total,
-                                      max_prefill_tokens=args.prefill_budget))
-    runner.decode_rows = None  # CPU-only dense rows (none on CUDA): a CPU check runs the decode path CUDA runs
-    return runner, result.num_blocks
+    # Graph sizes give the cache its spare block; the graphs themselves are captured per kernel (use_graphs).
+    runner = ModelRunner(path, dtype=args.dtype, device=args.device, device_memory=probe,
+                         cuda_graphs=args.graph_sizes, graph_capture=None if args.device == "cuda" else eager_capture)
+    spec = WarmupSpec(max_input_tokens=args.prompt_tokens, max_total_tokens=max_total,
+                      max_prefill_tokens=args.prefill_budget)
+    result = runner.warmup(spec)
+    runner.graphs = runner.decode_rows = None  # dense rows are CPU-only: a CPU check runs the decode path CUDA runs
+    return runner, result.num_blocks, spec
 
 
 def decode_batch1(runner: Any, num_blocks: int, args: argparse.Namespace, weight_bytes: int,
@@ -233,7 +255,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = build_model(args)
     max_total = args.prompt_tokens + args.output_tokens
-    runner, num_blocks = build_runner(path, args, max_total)
+    runner, num_blocks, spec = build_runner(path, args, max_total)
     weight_bytes = sum(p.numel() * p.element_size() for p in runner.loaded.model.parameters())
     bandwidth = copy_bandwidth(args.device)
     figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -243,8 +265,12 @@ def main() -> None:
           f"{num_blocks} KV blocks")
     for batch, row in figures["attention_us"].items():
         print(f"attention {batch}: " + ", ".join(f"{name} {us:.1f} us" for name, us in row.items()), flush=True)
-    for name in args.kernels:
-        use_decode_kernel(runner, name)
+    graph_modes = [False, True] if args.graph_sizes else [False]
+    configs = [(kernel, graphs) for kernel in args.kernels for graphs in graph_modes]
+    for kernel, graphs in configs:
+        name = kernel + ("+graphs" if graphs else "")
+        use_decode_kernel(runner, kernel)
+        use_graphs(runner, spec, args, graphs)
         d = decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)
         figures["kernels"][name] = {"decode_b1": d}
         print(f"[{name}] decode_b1: {d['per_token_ms']:.2f} ms/token, floor {d['floor_ms']:.2f} ms: "
@@ -254,7 +280,8 @@ def main() -> None:
             figures["kernels"][name][f"serve_{count}"] = ours
             print(f"[{name}] serve_{count}: ours {ours['tokens_per_s']:.0f} tok/s, TTFT p50 {ours['ttft_p50_s']:.2f} s"
                   f" p99 {ours['ttft_p99_s']:.2f} s", flush=True)
-    best = max(args.kernels, key=lambda name: figures["kernels"][name][f"serve_{args.sizes[-1]}"]["tokens_per_s"])
+    largest = f"serve_{args.sizes[-1]}"
+    best = max(figures["kernels"], key=lambda name: figures["kernels"][name][largest]["tokens_per_s"])
     figures["best_kernel"] = best
     figures["decode_b1"] = figures["kernels"][best]["decode_b1"]
     for count in args.sizes:

@@ -49,7 +49,7 @@ export PYTHONPATH=$root/server${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 } | tee "$out/gpu-env.txt"
 status=0   # the benchmark runs even when a test failed (one device call gets both); the exit status keeps it
 # The Triton paged decode kernel's tests run compiled there (here they run under Triton's CPU interpreter).
-python3 -m pytest -p no:cacheprovider -rs server/tests/gpu server/tests/models/test_triton_decode.py \
+python3 -m pytest -p no:cacheprovider -rs server/tests/gpu server/tests/models/triton_cases.py \
   --junitxml "$out/gpu-tests.xml" 2>&1 \
   | tee "$out/gpu-tests.log" || status=$?
 if [[ $bench == 1 ]]; then

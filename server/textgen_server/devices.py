@@ -14,6 +14,7 @@ The launcher resolves the user's `--device` (auto|cpu|cuda|hpu) here, before any
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Mapping
@@ -110,4 +111,38 @@ def memory_fraction_problem(fraction: float, device: str, kv_cache_memory_given:
     if static_shapes:
         return (f"--cuda-memory-fraction {fraction}: static shapes size the KV cache from --kv-cache-memory (default "
                 "1 GiB) only; drop the fraction or give --kv-cache-memory")
+    return ""
+
+
+class CudaGraphSizesError(argparse.ArgumentTypeError, ValueError):
+    """A --cuda-graphs value that is not a list of batch sizes (argparse shows it for the flag; the launcher's
+    environment reading catches the ValueError for CUDA_GRAPHS)."""
+
+
+def parse_cuda_graph_sizes(value: str) -> tuple[int, ...]:
+    """--cuda-graphs / CUDA_GRAPHS as TGI takes it: comma-separated batch sizes; "0" (zeros only, or nothing)
+    captures none."""
+    try:
+        sizes = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise CudaGraphSizesError(f"--cuda-graphs {value!r}: expected comma-separated batch sizes such as 1,2,4,8 "
+                                  "(0 captures none)") from None
+    if any(size < 0 for size in sizes):
+        raise CudaGraphSizesError(f"--cuda-graphs {value!r}: batch sizes must be positive (0 captures none)")
+    return tuple(sorted({size for size in sizes if size > 0}))
+
+
+def cuda_graphs_problem(sizes: tuple[int, ...], device: str, static_shapes: bool, world_size: int) -> str:
+    """Why --cuda-graphs cannot apply to this launch ("" when it can): graphs replay decode steps of the dynamic
+    runner on one CUDA device (shard/cuda_graphs.py). Checked by the launcher and the shard alike."""
+    if not sizes:
+        return ""
+    flag = f"--cuda-graphs {','.join(map(str, sizes))}"
+    if device != "cuda":
+        return f"{flag}: CUDA graphs are captured on CUDA devices only, and this launch runs on {device}; pass 0"
+    if static_shapes:
+        return f"{flag}: static shapes (--static-shapes) pad their own buckets and run without CUDA graphs; pass 0"
+    if world_size > 1:
+        return (f"{flag}: graphs are not captured across tensor-parallel ranks yet (--num-shard {world_size}); "
+                "pass 0, or serve with one shard")
     return ""

@@ -70,8 +70,8 @@ def _bf16_error(path: Path, device: str, prompts: list[list[int]]) -> float:
     return worst
 
 
-def _runner(path: Path, device: str) -> ModelRunner:
-    runner = ModelRunner(path, dtype=str(_dtype(device)).removeprefix("torch."), device=device)
+def _runner(path: Path, device: str, **options: object) -> ModelRunner:
+    runner = ModelRunner(path, dtype=str(_dtype(device)).removeprefix("torch."), device=device, **options)
     spec = WarmupSpec(max_input_tokens=256, max_total_tokens=512, max_prefill_tokens=512,
                       max_batch_total_tokens=NUM_BLOCKS * BLOCK_SIZE)
     assert runner.warmup(spec).num_blocks == NUM_BLOCKS
@@ -106,6 +106,45 @@ def test_concurrent_chunked_and_preempted_requests_match_transformers(tiny_llama
     for request in requests:
         expected, logits = _reference(tiny_llama_dir, device, _dtype(device), request.prompt, 12)
         _assert_greedy_matches(results[request.request_id], expected, logits, tolerance)
+
+
+@pytest.mark.parametrize(("kernel", "graphs"), [("triton", ()), ("triton", (1, 2, 4, 8)), ("gather", (1, 2, 4, 8))])
+def test_decode_kernel_and_graphs_match_transformers(tiny_llama_dir: Path, device: str, kernel: str,
+                                                     graphs: tuple[int, ...]) -> None:
+    """The Triton paged decode kernel (models/triton_decode.py) and decode steps replayed as CUDA graphs
+    (shard/cuda_graphs.py): staggered requests, so decode batches of 1 to 6 rows fill graphs of 1-8 with padding,
+    against transformers with the tolerance above; every graph size that fits a batch replays at least once."""
+    from textgen_server.models.attention import load_paged_decode
+    from textgen_server.shard.cuda_graphs import eager_capture
+
+    if kernel == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernel runs on CUDA (on a CPU only under TRITON_INTERPRET=1)")
+    prompts = [_prompt(n, seed=i) for i, n in enumerate(PROMPT_LENGTHS)]
+    tolerance = 2 * _bf16_error(tiny_llama_dir, device, prompts) if device == "cuda" else 1e-4
+    # Graphs are captured at warmup with the runner's kernel, so the kernel is chosen before warmup.
+    runner = ModelRunner(tiny_llama_dir, dtype=str(_dtype(device)).removeprefix("torch."), device=device,
+                         cuda_graphs=graphs, graph_capture=None if device == "cuda" else eager_capture)
+    runner.paged_decode = None if kernel == "gather" else load_paged_decode(kernel)
+    runner.warmup(WarmupSpec(max_input_tokens=256, max_total_tokens=512, max_prefill_tokens=512,
+                             max_batch_total_tokens=NUM_BLOCKS * BLOCK_SIZE))
+    runner.decode_rows = None  # CPU-only dense rows: the CPU check runs CUDA's decode path
+    replays: dict[int, int] = {}
+    if runner.graphs is not None:
+        for size, replay in list(runner.graphs.replays.items()):
+            replays[size] = 0
+            runner.graphs.replays[size] = lambda size=size, replay=replay: (replays.__setitem__(size, replays[size] + 1),
+                                                                            replay())[1]
+    driver = Driver(runner, NUM_BLOCKS, chunk_budget=96)
+    requests = [DriverRequest(i, prompt, max_new_tokens=6 + 2 * i) for i, prompt in enumerate(prompts)]
+    for request in requests:
+        driver.admit(request)
+        driver.step()
+    results = driver.run()
+    for request in requests:
+        expected, logits = _reference(tiny_llama_dir, device, _dtype(device), request.prompt, request.max_new_tokens)
+        _assert_greedy_matches(results[request.request_id], expected, logits, tolerance)
+    if graphs:
+        assert all(count > 0 for size, count in replays.items() if size <= 8), replays
 
 
 def test_first_token_logprob_is_transformers_log_softmax(tiny_llama_dir: Path, device: str) -> None:

@@ -153,3 +153,44 @@ def test_the_shard_refuses_a_fraction_off_cuda_too() -> None:
 
     with pytest.raises(SystemExit):
         parse_shard_args(["--model-path", "/m", "--uds-path", "/tmp/s", "--cuda-memory-fraction", "0.5"])
+
+
+@pytest.mark.parametrize("argv, env", [(["--device", "cuda", "--cuda-graphs", "4,1,2"], {}),
+                                       (["--device", "cuda"], {"CUDA_GRAPHS": "1,2,4"})])
+def test_cuda_graphs_reach_a_shard_that_accepts_them(argv: list[str], env: dict[str, str]) -> None:
+    """TGI's --cuda-graphs / CUDA_GRAPHS through the launcher's shard command and the shard's own parser."""
+    from textgen_server.shard.__main__ import parse_args as parse_shard_args
+
+    config = _config(argv, env)
+    assert config.args.cuda_graphs == (1, 2, 4)
+    spec = ShardSpec(model_path=Path("/m"), uds_path="/tmp/s", rank=0, world_size=1, dtype=None, kv_cache_memory=None,
+                     device=config.parallel.device.actual, cuda_graphs=config.args.cuda_graphs)
+    assert parse_shard_args(build_shard_command(spec)[3:]).cuda_graphs == (1, 2, 4)
+    assert "--cuda-graphs" not in build_shard_command(ShardSpec(**{**spec.__dict__, "cuda_graphs": ()}))
+
+
+@pytest.mark.parametrize("argv, env", [([], {}), ([], {"CUDA_GRAPHS": "0"}), (["--cuda-graphs", "0"], {})])
+def test_no_cuda_graphs_by_default_and_zero_is_none(argv: list[str], env: dict[str, str]) -> None:
+    assert _config(argv, env).args.cuda_graphs == ()
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--cuda-graphs", "1,2"], {}, "captured on CUDA devices only, and this launch runs on cpu"),
+    ([], {"CUDA_GRAPHS": "8"}, "captured on CUDA devices only"),
+    (["--device", "cuda", "--cuda-graphs", "1", "--static-shapes", "true", "--max-batch-size", "4"], {},
+     "static shapes .* run without CUDA graphs"),
+    (["--device", "cuda", "--cuda-graphs", "1", "--num-shard", "2"], {}, "not captured across tensor-parallel ranks"),
+    ([], {"CUDA_GRAPHS": "one,two"}, "expected comma-separated batch sizes"),
+])
+def test_cuda_graphs_that_would_not_apply_are_refused(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _config(argv, env)
+
+
+def test_the_shard_refuses_graphs_off_cuda_and_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    from textgen_server.shard.__main__ import parse_args as parse_shard_args
+
+    for value, message in (("1,2", "captured on CUDA devices only"), ("x", "expected comma-separated batch sizes")):
+        with pytest.raises(SystemExit):
+            parse_shard_args(["--model-path", "/m", "--uds-path", "/tmp/s", "--cuda-graphs", value])
+        assert message in capsys.readouterr().err

@@ -64,6 +64,7 @@ class LauncherArgs:
     hf_token: str | None
     kv_cache_memory: int | None
     cuda_memory_fraction: float
+    cuda_graphs: tuple[int, ...]
     graceful_termination_timeout: float
     shard_startup_timeout: float
     disable_prefix_caching: bool
@@ -199,6 +200,11 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("--cuda-memory-fraction", "CUDA_MEMORY_FRACTION", float, 1.0,
      "on cuda without --kv-cache-memory: the share of each device this server may use (another process may hold "
      "the rest); the KV cache takes 90%% of what is free of that share after loading and the largest prefill"),
+    # TGI's flag and variable. TGI captures 1,2,4,8,16,32 by default; here graphs stay off until they are measured
+    # on a GPU (issue 15), so they are captured only when asked for.
+    ("--cuda-graphs", "CUDA_GRAPHS", devices.parse_cuda_graph_sizes, (),
+     "on cuda: batch sizes whose decode steps are captured as CUDA graphs at warmup and replayed, e.g. 1,2,4,8,16,32 "
+     "(TGI's default); 0 or nothing: none (the default here); one shard, dynamic shapes only"),
     ("--graceful-termination-timeout", "GRACEFUL_TERMINATION_TIMEOUT", float, 60.0,
      "seconds in-flight requests may take to finish after SIGTERM"),
     ("--static-shapes", "TEXTGEN_STATIC_SHAPES", _parse_bool, False,
@@ -365,8 +371,9 @@ def _problems(config: LauncherConfig, max_positions: int | None) -> list[str]:
     problems.extend(_positive_problems(args))
     fraction = devices.memory_fraction_problem(args.cuda_memory_fraction, config.parallel.device.actual,
                                                args.kv_cache_memory is not None, config.buckets is not None)
-    if fraction:
-        problems.append(fraction)
+    graphs = devices.cuda_graphs_problem(args.cuda_graphs, config.parallel.device.actual, config.buckets is not None,
+                                         config.parallel.num_shard)
+    problems.extend(problem for problem in (fraction, graphs) if problem)
     return problems
 
 

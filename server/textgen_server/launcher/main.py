@@ -218,7 +218,7 @@ class Launcher:
         for rank in range(parallel.num_shard):
             spec = ShardSpec(model_path=self.config.model_path, uds_path=args.shard_uds_path, rank=rank,
                              world_size=parallel.num_shard, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory,
-                             cuda_memory_fraction=args.cuda_memory_fraction,
+                             cuda_memory_fraction=args.cuda_memory_fraction, cuda_graphs=args.cuda_graphs,
                              device=parallel.device.actual, master_addr=parallel.master_addr,
                              master_port=parallel.master_port, num_threads=parallel.threads_per_rank,
                              join_timeout=args.shard_startup_timeout, group_key=group_key,

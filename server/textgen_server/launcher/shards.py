@@ -51,6 +51,7 @@ class ShardSpec:
     bucket_sizes: tuple[int, int, int] | None = None
     shape_warmup: bool = True
     cuda_memory_fraction: float = 1.0   # --cuda-memory-fraction (cuda, dynamic runner, no --kv-cache-memory)
+    cuda_graphs: tuple[int, ...] = ()   # --cuda-graphs (cuda, dynamic runner, one shard)
 
     @property
     def socket_path(self) -> str:
@@ -68,6 +69,8 @@ def build_shard_command(spec: ShardSpec) -> list[str]:
     command += ["--device", spec.device]
     if spec.cuda_memory_fraction != 1.0:
         command += ["--cuda-memory-fraction", str(spec.cuda_memory_fraction)]
+    if spec.cuda_graphs:
+        command += ["--cuda-graphs", ",".join(map(str, spec.cuda_graphs))]
     if spec.world_size > 1:
         command += ["--master-addr", spec.master_addr, "--master-port", str(spec.master_port),
                     "--join-timeout", str(spec.join_timeout), "--group-key", spec.group_key]

@@ -49,7 +49,6 @@ REFUSED: dict[str, tuple[str, frozenset[str]]] = {
                            frozenset()),
     "KV_CACHE_DTYPE": ("the KV cache is kept in the model's dtype; fp8 KV caches are not implemented", frozenset()),
     "MAX_INPUT_LENGTH": ("it is TGI's legacy name; set MAX_INPUT_TOKENS (--max-input-tokens)", frozenset()),
-    "CUDA_GRAPHS": ("CUDA graphs are not captured (only '0', graphs off, is accepted)", frozenset({"0"})),
     "PROMETHEUS_PORT": ("metrics are served at /metrics on the HTTP port (--port)", frozenset()),
     "WEIGHTS_CACHE_OVERRIDE": ("set HUGGINGFACE_HUB_CACHE (--huggingface-hub-cache) instead", frozenset()),
     "DISABLE_CUSTOM_KERNELS": ("there are no custom kernels to disable (only 'true' is accepted)",

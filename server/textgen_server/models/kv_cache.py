@@ -35,18 +35,28 @@ class KVCacheShape:
 
 
 class PagedKVCache:
-    """Key and value blocks for every layer, allocated once at warmup."""
+    """Key and value blocks for every layer, allocated once at warmup.
 
-    def __init__(self, shape: KVCacheShape, num_blocks: int, device: torch.device) -> None:
+    `num_blocks` are the router's to hand out; `spare_blocks` more follow them, owned by no request: the padding
+    rows of a CUDA graph's batch write their keys and values there (shard/cuda_graphs.py)."""
+
+    def __init__(self, shape: KVCacheShape, num_blocks: int, device: torch.device, spare_blocks: int = 0) -> None:
         self.shape = shape
         self.num_blocks = num_blocks
-        dims = (num_blocks, shape.block_size, shape.num_kv_heads, shape.head_dim)
+        self.spare_blocks = spare_blocks
+        dims = (num_blocks + spare_blocks, shape.block_size, shape.num_kv_heads, shape.head_dim)
         self.keys = [torch.zeros(dims, dtype=shape.dtype, device=device) for _ in range(shape.num_layers)]
         self.values = [torch.zeros(dims, dtype=shape.dtype, device=device) for _ in range(shape.num_layers)]
 
     @property
     def block_size(self) -> int:
         return self.shape.block_size
+
+    def spare_slot(self) -> int:
+        """The first slot of the first spare block."""
+        if not self.spare_blocks:
+            raise ValueError("this cache has no spare block")
+        return self.num_blocks * self.shape.block_size
 
     def write(self, layer_idx: int, slots: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
         """Store key/value [T, H_kv, D] of T new tokens into their slots [T]."""

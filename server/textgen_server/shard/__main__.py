@@ -57,6 +57,7 @@ class ShardConfig:
     bucket_sizes: tuple[int, int, int] | None = None   # --static-shapes B,P,S: shard/static_runner.py
     shape_warmup: bool = True
     cuda_memory_fraction: float = 1.0     # share of the CUDA device this process may use (KV sized from free memory)
+    cuda_graphs: tuple[int, ...] = ()     # decode batch sizes replayed as CUDA graphs (shard/cuda_graphs.py)
 
     @property
     def socket_path(self) -> str:
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
     parser.add_argument("--cuda-memory-fraction", type=float, default=1.0,
                         help="on cuda without --kv-cache-memory: the share of the device this process may use; the "
                         "KV cache takes 90%% of what is free of it after loading and the largest prefill (TGI)")
+    parser.add_argument("--cuda-graphs", type=devices.parse_cuda_graph_sizes, default=(), metavar="SIZES",
+                        help="on cuda: capture decode steps of these batch sizes (e.g. 1,2,4,8) as CUDA graphs at "
+                        "Warmup and replay them; 0 or nothing: none")
     parser.add_argument("--master-addr", default="localhost", help="rendezvous address of the ranks (world size > 1)")
     parser.add_argument("--master-port", type=int, default=29500, help="rendezvous port (rank 0 serves it)")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads of this rank")
@@ -106,10 +110,13 @@ def parse_args(argv: list[str] | None = None) -> ShardConfig:
                                       args.static_shapes is not None)
     if problem:
         parser.error(problem)
+    problem = devices.cuda_graphs_problem(args.cuda_graphs, args.device, args.static_shapes is not None, args.world_size)
+    if problem:
+        parser.error(problem)
     return ShardConfig(args.model_path, args.uds_path, args.rank, args.world_size, args.dtype, args.device,
                        args.kv_cache_memory, args.master_addr, args.master_port, args.num_threads, args.join_timeout,
                        args.group_key, args.speculate, args.medusa_path, args.speculation_costs,
-                       args.static_shapes, not args.no_shape_warmup, args.cuda_memory_fraction)
+                       args.static_shapes, not args.no_shape_warmup, args.cuda_memory_fraction, args.cuda_graphs)
 
 
 def _bucket_sizes(text: str) -> tuple[int, int, int]:
@@ -175,6 +182,7 @@ def build_runner(config: ShardConfig, device: torch.device, gaudi: tuple[Any, An
         if device.type == "cuda" and config.kv_cache_memory is None:  # TGI: the KV cache takes the free memory
             kwargs.update(device_memory=lambda: torch.cuda.mem_get_info(device),
                           memory_fraction=config.cuda_memory_fraction)
+        kwargs.update(cuda_graphs=config.cuda_graphs)
         return ModelRunner(config.model_path, config.dtype, str(device), config.rank, config.world_size, **kwargs)
     from textgen_server.shard.static_runner import BucketSizes, StaticShapeRunner
     kwargs.update(buckets=BucketSizes(*config.bucket_sizes), warmup_enabled=config.shape_warmup)

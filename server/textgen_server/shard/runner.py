@@ -22,6 +22,7 @@ from textgen_server.models.loading import LoadedModel, load_model
 from textgen_server.protocol import Generation, ModelInfo, SamplingParams, StepItem, WarmupResult, WarmupSpec
 from textgen_server.sampling import RequestState, sample_batch
 from textgen_server.sampling.grammar import GrammarFactory, cut_candidates
+from textgen_server.shard.cuda_graphs import Capture, DecodeGraphs, cuda_capture
 from textgen_server.shard.errors import CapacityError, InvalidStepError, NotReadyError
 from textgen_server.shard.prompt_logprobs import PromptLogprobs, accumulate
 from textgen_server.shard.verify import accept, expand_rows
@@ -57,6 +58,8 @@ class ModelRunner:
         speculation_costs: str = "measured",
         device_memory: MemoryProbe | None = None,
         memory_fraction: float = 1.0,
+        cuda_graphs: tuple[int, ...] = (),
+        graph_capture: Capture | None = None,
     ) -> None:
         self.default_kv_cache_bytes = default_kv_cache_bytes  # used when Warmup names no memory budget
         # With a probe (CUDA without --kv-cache-memory) the KV cache is sized from the device's free memory
@@ -69,6 +72,13 @@ class ModelRunner:
         self.kernel = self._select_kernel()
         # Decode rows of one query read the paged cache in place with this kernel, where the device has one.
         self.paged_decode: PagedDecodeKernel | None = select_paged_decode(self.device.type)
+        # Decode steps replayed as CUDA graphs at these batch sizes, captured at warmup (shard/cuda_graphs.py).
+        if cuda_graphs and graph_capture is None and self.device.type != "cuda":
+            raise ValueError(f"--cuda-graphs {','.join(map(str, cuda_graphs))}: CUDA graphs are captured on CUDA "
+                             f"devices only, not {self.device.type!r}; leave the flag out (or pass 0)")
+        self.cuda_graphs = tuple(sorted(cuda_graphs))
+        self.graph_capture = graph_capture
+        self.graphs: DecodeGraphs | None = None
         self.cache: PagedKVCache | None = None
         self.decode_rows: DecodeRows | None = None
         self.states: dict[int, RequestState] = {}
@@ -106,13 +116,14 @@ class ModelRunner:
         """Allocate the KV cache, run the largest prefill the limits allow, then forget it."""
         started = time.perf_counter()
         shape = self.loaded.kv_cache_shape(BLOCK_SIZE)
-        self.cache = self.decode_rows = None  # free the old cache before allocating the new one
+        self.cache = self.decode_rows = self.graphs = None  # free the old cache before allocating the new one
         if self.device_memory is not None and not spec.kv_cache_memory_bytes:
             num_blocks = self._size_from_free_memory(spec)
         else:
             num_blocks = plan_num_blocks(spec, shape, self.default_kv_cache_bytes)
-        self.cache = PagedKVCache(shape, num_blocks, self.device)
-        if self.DENSE_DECODE_ROWS and self.device.type == "cpu":
+        # With graphs, one spare block takes the padding rows' keys and values.
+        self.cache = PagedKVCache(shape, num_blocks, self.device, spare_blocks=1 if self.cuda_graphs else 0)
+        if self.DENSE_DECODE_ROWS and self.device.type == "cpu" and not self.cuda_graphs:
             # At most as many bytes as the paged cache: the rows copy only what the decode batch holds there.
             self.decode_rows = DecodeRows(self.cache, max_bytes=num_blocks * shape.bytes_per_block())
         self.step(_warmup_items(plan_warmup_prompts(spec), num_blocks, self.loaded.config.vocab_size))
@@ -123,12 +134,22 @@ class ModelRunner:
         elif self.proposer is not None:
             self._measure_verify_costs(self.cache, self.proposer.num_tokens + 1)
             self.clear()  # the timed steps' rows
+        if self.cuda_graphs:
+            self.graphs = self._capture_graphs(self.cache, spec)
         return WarmupResult(
             num_blocks=num_blocks,
             block_size=BLOCK_SIZE,
             max_supported_total_tokens=num_blocks * BLOCK_SIZE,
             duration_seconds=time.perf_counter() - started,
         )
+
+    def _capture_graphs(self, cache: PagedKVCache, spec: WarmupSpec) -> DecodeGraphs:
+        """Decode graphs for block tables as wide as the longest sequence the limits allow."""
+        capture = self.graph_capture or cuda_capture()
+        with torch.inference_mode():
+            return DecodeGraphs(lambda metadata: self.run_model(metadata, cache), self.cuda_graphs,
+                                table_width=-(-spec.max_total_tokens // BLOCK_SIZE), spare_slot=cache.spare_slot(),
+                                device=self.device, capture=capture)
 
     def _size_from_free_memory(self, spec: WarmupSpec) -> int:
         """KV blocks that the device's free memory holds after the largest prefill ran in a cache just big enough
@@ -209,6 +230,9 @@ class ModelRunner:
 
     def _forward(self, items: list[StepItem], metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
         """The model over the step's flattened batch (shard/static_runner.py pads it to static shapes here)."""
+        graph_size = None if self.graphs is None else self.graphs.graph_size(items)
+        if self.graphs is not None and graph_size is not None:
+            return self.graphs.run(graph_size, metadata)
         return self.run_model(metadata, cache, self._decode_rows_for(items))
 
     def _decode_rows_for(self, items: list[StepItem]) -> tuple[DecodeRows, StepRows] | None:
