@@ -29,7 +29,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -78,6 +78,18 @@ def use_graphs(runner: Any, spec: Any, args: argparse.Namespace, on: bool) -> No
         runner.graphs = runner._capture_graphs(runner.cache, spec)
 
 
+def _time_us(call: Callable[[], Any], device: str, calls: int = 20) -> float:
+    """Microseconds per call, after 3 untimed calls."""
+    for _ in range(3):
+        call()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    _sync(device)
+    return 1e6 * (time.perf_counter() - started) / calls
+
+
 def use_decode_kernel(runner: Any, name: str) -> None:
     """Point the runner's decode rows at a paged decode candidate, or back at the gather ("gather")."""
     from textgen_server.models.attention import load_paged_decode
@@ -110,14 +122,11 @@ def attention_kernels(runner: Any, num_blocks: int, args: argparse.Namespace) ->
             use_decode_kernel(runner, name)
             step = StepContext(None, cache, runner.kernel, None, runner.paged_decode)  # type: ignore[arg-type]
             call = lambda: _decode_attention(step, 0, decode, query, query, query, head_dim**-0.5, None)  # noqa: E731
-            for _ in range(3):
-                call()
-            _sync(args.device)
-            started, calls = time.perf_counter(), 20
-            for _ in range(calls):
-                call()
-            _sync(args.device)
-            row[name] = 1e6 * (time.perf_counter() - started) / calls
+            try:
+                row[name] = _time_us(call, args.device)
+            except Exception as error:  # noqa: BLE001 - recorded: the other kernels still get measured
+                row[name] = float("nan")
+                print(f"attention batch {batch}, {name}: {type(error).__name__}: {error}", flush=True)
         results[f"batch_{batch}"] = row
     return results
 
@@ -265,27 +274,32 @@ def main() -> None:
           f"{num_blocks} KV blocks")
     for batch, row in figures["attention_us"].items():
         print(f"attention {batch}: " + ", ".join(f"{name} {us:.1f} us" for name, us in row.items()), flush=True)
+
+    def save() -> None:  # after every figure: a device call cut short by its time limit still returns the rest
+        if args.json is not None:
+            args.json.write_text(json.dumps(figures, indent=2))
+
+    save()
     graph_modes = [False, True] if args.graph_sizes else [False]
-    configs = [(kernel, graphs) for kernel in args.kernels for graphs in graph_modes]
-    for kernel, graphs in configs:
+    for kernel, graphs in [(kernel, graphs) for kernel in args.kernels for graphs in graph_modes]:
         name = kernel + ("+graphs" if graphs else "")
-        use_decode_kernel(runner, kernel)
-        use_graphs(runner, spec, args, graphs)
-        d = decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)
-        figures["kernels"][name] = {"decode_b1": d}
-        print(f"[{name}] decode_b1: {d['per_token_ms']:.2f} ms/token, floor {d['floor_ms']:.2f} ms: "
-              f"{d['floor_over_ours']:.2f} of the floor (goal 0.85)", flush=True)
-        for count in args.sizes:
-            ours = serve(runner, num_blocks, args, count)
-            figures["kernels"][name][f"serve_{count}"] = ours
-            print(f"[{name}] serve_{count}: ours {ours['tokens_per_s']:.0f} tok/s, TTFT p50 {ours['ttft_p50_s']:.2f} s"
-                  f" p99 {ours['ttft_p99_s']:.2f} s", flush=True)
+        try:  # one configuration failing (a capture error, say) must not cost the others' figures
+            measure_config(runner, num_blocks, spec, args, kernel, graphs, weight_bytes, bandwidth,
+                           figures["kernels"].setdefault(name, {}), save)
+        except Exception as error:  # noqa: BLE001 - recorded in the JSON and printed, then the next one
+            figures["kernels"][name]["error"] = f"{type(error).__name__}: {error}"
+            print(f"[{name}] failed: {figures['kernels'][name]['error']}", flush=True)
+            save()
     largest = f"serve_{args.sizes[-1]}"
-    best = max(figures["kernels"], key=lambda name: figures["kernels"][name][largest]["tokens_per_s"])
+    measured = [name for name, row in figures["kernels"].items() if largest in row]
+    if not measured:
+        raise SystemExit("no configuration completed; see the errors above")
+    best = max(measured, key=lambda name: figures["kernels"][name][largest]["tokens_per_s"])
     figures["best_kernel"] = best
     figures["decode_b1"] = figures["kernels"][best]["decode_b1"]
     for count in args.sizes:
         figures[f"serve_{count}"] = {"ours": figures["kernels"][best][f"serve_{count}"], "kernel": best}
+    save()
     # Our KV cache holds most of the device: free it before transformers loads its own copy of the model.
     del runner
     if args.device == "cuda":
@@ -297,8 +311,25 @@ def main() -> None:
         row["ours_over_transformers"] = row["ours"]["tokens_per_s"] / theirs["tokens_per_s"]
         print(f"serve_{count}: transformers cb {theirs['tokens_per_s']:.0f} tok/s, TTFT p50 {theirs['ttft_p50_s']:.2f}"
               f" s p99 {theirs['ttft_p99_s']:.2f} s: ours x{row['ours_over_transformers']:.2f} (goal 1.5)", flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps(figures, indent=2))
+        save()
+
+
+def measure_config(runner: Any, num_blocks: int, spec: Any, args: argparse.Namespace, kernel: str, graphs: bool,
+                   weight_bytes: int, bandwidth: float, row: dict[str, Any], save: Callable[[], None]) -> None:
+    """decode_b1 and serve_N of one decode kernel, eager or with graphs, into `row`."""
+    name = kernel + ("+graphs" if graphs else "")
+    use_decode_kernel(runner, kernel)
+    use_graphs(runner, spec, args, graphs)
+    d = row["decode_b1"] = decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)
+    save()
+    print(f"[{name}] decode_b1: {d['per_token_ms']:.2f} ms/token, floor {d['floor_ms']:.2f} ms: "
+          f"{d['floor_over_ours']:.2f} of the floor (goal 0.85)", flush=True)
+    for count in args.sizes:
+        ours = row[f"serve_{count}"] = serve(runner, num_blocks, args, count)
+        save()
+        print(f"[{name}] serve_{count}: ours {ours['tokens_per_s']:.0f} tok/s, TTFT p50 {ours['ttft_p50_s']:.2f} s"
+              f" p99 {ours['ttft_p99_s']:.2f} s", flush=True)
+    runner.graphs = None
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def _paged_decode_kernel(
     stride_qb, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_tb,
     stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, KEYS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, KEYS: tl.constexpr, FP32: tl.constexpr,
 ):  # pragma: no cover - traced by Triton, not run as Python
     seq, kv_head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     seq_len = tl.load(lens_ptr + seq)
@@ -56,12 +56,16 @@ def _paged_decode_kernel(
     for start in range(first, last, KEYS):
         pos = start + offsets
         ok = pos < last
-        block = tl.load(tables_ptr + seq * stride_tb + pos // BLOCK_SIZE, mask=ok, other=0)
+        # int64: block * stride can pass 2**31 elements in a large cache of a small model
+        block = tl.load(tables_ptr + seq * stride_tb + pos // BLOCK_SIZE, mask=ok, other=0).to(tl.int64)
         slot = pos % BLOCK_SIZE
         kv_mask = ok[:, None] & dim_ok[None, :]
         k = tl.load(k_ptr + block[:, None] * stride_kb + slot[:, None] * stride_ks + kv_head * stride_kh
                     + dims[None, :], mask=kv_mask, other=0.0)
-        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        if FP32:  # full precision, as SDPA in float32 (Triton's default for float32 is TF32)
+            scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            scores = tl.dot(q, tl.trans(k)) * scale
         scores = tl.where(ok[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, 1))
         # Rows with no key yet keep m = -inf; subtracting a finite stand-in keeps exp() at 0 instead of NaN.
@@ -70,7 +74,10 @@ def _paged_decode_kernel(
         alpha = tl.exp(m_i - m_safe)
         v = tl.load(v_ptr + block[:, None] * stride_vb + slot[:, None] * stride_vs + kv_head * stride_vh
                     + dims[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        if FP32:
+            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
     has_keys = l_i > 0
@@ -130,7 +137,7 @@ def paged_decode_attention(
         value_cache.stride(0), value_cache.stride(1), value_cache.stride(2), tables.stride(0),
         partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
         GROUP=group, GROUP_PAD=pad(group), HEAD_DIM=head_dim, HEAD_DIM_PAD=pad(head_dim), BLOCK_SIZE=block_size,
-        KEYS=KEYS_PER_ITERATION, PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
+        KEYS=KEYS_PER_ITERATION, FP32=query.dtype == torch.float32,
     )
     return merge_splits(partial, lse).to(query.dtype)
 
