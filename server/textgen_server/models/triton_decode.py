@@ -7,10 +7,10 @@ read once per group), with the context split across programs and merged by log-s
 batch of one still spreads over the GPU. Every shape it depends on is fixed by the call's tensors' shapes (block
 table width, batch), not their values, which is what CUDA graph capture needs.
 
-Not yet the serving path: models/attention.py's KERNELS choose per device type, and this kernel replaces the
-CUDA decode path only once `hack/bench-gpu.py` has measured it against gather + SDPA on a GPU. On a CPU the same
-kernel runs under Triton's interpreter (TRITON_INTERPRET=1 before triton is imported: the choice is made for the
-whole process), which is how the tests check it against SDPA here.
+Not yet the serving path: models/attention.py's PAGED_DECODE names the in-place decode kernel per device type,
+and this one becomes CUDA's only once `hack/bench-gpu.py` has measured it against gather + SDPA on a GPU. On a
+CPU the same kernel runs under Triton's interpreter (TRITON_INTERPRET=1 before triton is imported: the choice is
+made for the whole process), which is how the tests check it against SDPA here.
 """
 import math
 import os
