@@ -126,3 +126,54 @@ def test_runner_generates_the_same_tokens(tiny_model_dir, arch: str) -> None:
     heads (llama) and a sliding window shorter than the contexts (mistral, window 32)."""
     model_dir = tiny_model_dir(arch, num_hidden_layers=2)
     assert _generate(model_dir, "triton") == _generate(model_dir, None)
+
+
+@needs_kernel
+@pytest.mark.parametrize("window", [None, 9])
+def test_verify_rows_see_up_to_their_own_position(window: int | None) -> None:
+    """Q = 4 queries per sequence (a decode token and its candidates, padded by repeating the last, as
+    DecodeBatch pads shorter rows): query j sees the keys up to its own position, each one its own window."""
+    query, keys, values, tables, lens = _case(12, 4, 64, 16, [20, 47, 90], width=8, seed=5)
+    queries = torch.randn(3, 4, 12, 64, generator=torch.Generator().manual_seed(6)).to(DEVICE)
+    real = [4, 1, 3]  # queries per row before padding
+    positions = torch.tensor([[start + min(j, n - 1) for j in range(4)] for start, n in zip([16, 44, 87], real)])
+    out = paged_decode_attention(queries, keys, values, tables, positions.to(DEVICE) + 1, 0.125, window, num_splits=2)
+    assert out.shape == queries.shape
+    for j in range(4):  # each query position against the one-query path's reference
+        expected = _reference(queries[:, j], keys, values, tables, positions[:, j].to(DEVICE) + 1, 0.125, window)
+        torch.testing.assert_close(out[:, j], expected, atol=2e-5, rtol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_runner_verify_step_logits(tiny_model_dir, arch: str) -> None:
+    """A ModelRunner verify step (rows of 1 + 3, 1 + 0 and 1 + 2 tokens, beside a prompt chunk): the same logits
+    with the kernel as with the gather path."""
+    from textgen_server.models.attention_metadata import build_attention_metadata
+    from textgen_server.protocol import SamplingParams, StepItem
+
+    model_dir = tiny_model_dir(arch, num_hidden_layers=2)
+    runner = ModelRunner(model_dir, dtype="float32", device=DEVICE)
+    runner.warmup(WarmupSpec(max_input_tokens=96, max_total_tokens=128, max_prefill_tokens=128,
+                             max_batch_total_tokens=16 * BLOCK_SIZE))
+    runner.decode_rows = None
+    assert runner.cache is not None
+    generator = torch.Generator().manual_seed(11)
+    lengths, candidates = (40, 21, 35), (3, 0, 2)
+    sequences = [torch.randint(5, 200, (n + 1 + k,), generator=generator).tolist() for n, k in zip(lengths, candidates)]
+    blocks = [list(range(4 * i, 4 * i + 4)) for i in range(4)]
+    prefill = [StepItem(i, seq[:n], 0, blocks[i], True, SamplingParams(), [], n)
+               for i, (seq, n) in enumerate(zip(sequences, lengths))]
+    verify = [StepItem(i, seq[n:], n, blocks[i], True, num_speculative=k)
+              for i, (seq, n, k) in enumerate(zip(sequences, lengths, candidates))]
+    chunk = StepItem(3, torch.randint(5, 200, (19,), generator=generator).tolist(), 0, blocks[3], True,
+                     SamplingParams(), [], 19)
+    logits = {}
+    for kernel in (None, "triton"):
+        runner.paged_decode = None if kernel is None else load_paged_decode(kernel)
+        with torch.inference_mode():
+            runner.run_model(build_attention_metadata(prefill, BLOCK_SIZE, runner.device), runner.cache)
+            metadata = build_attention_metadata([*verify, chunk], BLOCK_SIZE, runner.device)
+            hidden = runner.run_model(metadata, runner.cache)
+            logits[kernel] = runner.loaded.model.get_output_embeddings()(hidden[0, metadata.sample_rows])
+    torch.testing.assert_close(logits["triton"], logits[None], atol=1e-4, rtol=1e-4)

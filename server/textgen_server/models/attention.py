@@ -7,9 +7,9 @@ registry, so the step metadata (AttentionMetadata, passed as the `textgen_step` 
 transformers forwards down to this function) is the only source of truth about who attends to what.
 
 The kernel is chosen here, once, per device type (KERNELS): torch SDPA (query heads folded on the CPU). Decode
-rows of one query can instead go to a paged decode kernel that reads the cache in place through the block tables
-(PAGED_DECODE, per device type; the Triton kernel of models/triton_decode.py is the CUDA candidate, taken into
-PAGED_DECODE once hack/bench-gpu.py has measured it against the gather on a GPU).
+and speculative verify rows can instead go to a paged decode kernel that reads the cache in place through the
+block tables (PAGED_DECODE, per device type; the Triton kernel of models/triton_decode.py is the CUDA candidate,
+taken into PAGED_DECODE once hack/bench-gpu.py has measured it against the gather on a GPU).
 """
 from __future__ import annotations
 
@@ -81,8 +81,9 @@ def select_kernel(device_type: str) -> Kernel:
     return KERNELS[device_type]
 
 
-# (query [B, H, D], key cache, value cache [num_blocks, block_size, H_kv, D], block tables [B, N], keys per query
-#  [B], scale, sliding window) -> [B, H, D]: one query per sequence, read through its block table in place
+# (query [B, Q, H, D], key cache, value cache [num_blocks, block_size, H_kv, D], block tables [B, N], keys per
+#  query [B, Q], scale, sliding window) -> [B, Q, H, D]: Q queries per sequence (a decode token and its speculative
+#  candidates), reading its blocks through the block table in place
 PagedDecodeKernel = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int | None], torch.Tensor]
 
@@ -110,7 +111,7 @@ def select_paged_decode(device_type: str) -> PagedDecodeKernel | None:
 class StepContext:
     """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel, on the CPU
     the decode batch's dense rows (models/decode_rows.py; None: gather the blocks instead), and the paged decode
-    kernel for rows of one query (None: gather)."""
+    kernel for the decode rows (None: gather)."""
 
     metadata: AttentionMetadata
     cache: PagedKVCache
@@ -204,9 +205,10 @@ def _decode_attention(
     q = q.unflatten(1, (batch, num_queries)).transpose(0, 1)  # [B, H, Q, D]
     if step.rows is not None:
         return _dense_rows_attention(step, layer_idx, decode, q, key, value, scale, sliding_window)
-    if step.paged_decode is not None and num_queries == 1:  # speculative verify rows (Q > 1) still gather
-        return step.paged_decode(q[:, :, 0], step.cache.keys[layer_idx], step.cache.values[layer_idx],
-                                 decode.block_tables, decode.positions[:, 0] + 1, scale, sliding_window)
+    if step.paged_decode is not None:  # each query sees the keys up to its own position, its row's included
+        out = step.paged_decode(q.transpose(1, 2), step.cache.keys[layer_idx], step.cache.values[layer_idx],
+                                decode.block_tables, decode.positions + 1, scale, sliding_window)  # [B, Q, H, D]
+        return out.flatten(0, 1)
     keys, values = step.cache.gather(layer_idx, decode.block_tables)  # [B, L, H_kv, D]
     k_pos = torch.arange(keys.shape[1], device=q.device).view(1, 1, -1)  # [1, 1, L]
     # Causal over positions: padded table blocks and not-yet-written slots lie beyond every query's position.

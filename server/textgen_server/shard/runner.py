@@ -70,7 +70,7 @@ class ModelRunner:
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
         self.rank, self.world_size = rank, world_size
         self.kernel = self._select_kernel()
-        # Decode rows of one query read the paged cache in place with this kernel, where the device has one.
+        # Decode and verify rows read the paged cache in place with this kernel, where the device has one.
         self.paged_decode: PagedDecodeKernel | None = select_paged_decode(self.device.type)
         # Decode steps replayed as CUDA graphs at these batch sizes, captured at warmup (shard/cuda_graphs.py).
         if cuda_graphs and graph_capture is None and self.device.type != "cuda":
