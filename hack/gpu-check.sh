@@ -9,13 +9,16 @@
 #                                            sized from free device memory) and the Triton paged decode kernel's
 #                                            tests, compiled; JUnit XML and the log go to $OUT.
 #                                            --bench then runs hack/bench-gpu.py (Llama-3-8B shape): $OUT/bench-gpu.json
+#                                            (written after every figure); --bench-only runs just the benchmark
 # Without a CUDA device the tests skip with the reason; TEXTGEN_GPU_TESTS_ON_CPU=1 runs them on the CPU to check
 # the tests' own logic.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-# What the GPU image lacks of what the runner-level tests import (KINDS.md lists the image's packages).
-wheels=(llguidance)
+# What the GPU image lacks of what the runner-level tests import (KINDS.md lists the image's packages), and
+# transformers at our pinned version (the image has 5.17): the exactness references and our model classes must be
+# the release the CPU suite tests against. About 16 MB together, well within what a device call carries.
+wheels=(llguidance transformers)
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   mkdir -p .whl
@@ -30,11 +33,12 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
   ls -l .whl
   exit 0
 fi
-bench=0
+bench=0 tests=1
 case "${1:-}" in
   "") ;;
   --bench) bench=1 ;;
-  *) echo "usage: hack/gpu-check.sh [--fetch-wheels | --bench]" >&2; exit 2 ;;
+  --bench-only) bench=1 tests=0 ;;  # a second device call, when the tests and the benchmark do not fit one
+  *) echo "usage: hack/gpu-check.sh [--fetch-wheels | --bench | --bench-only]" >&2; exit 2 ;;
 esac
 
 out=${OUT:-$root/_output/gpu-check}
@@ -49,9 +53,11 @@ export PYTHONPATH=$root/server${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 } | tee "$out/gpu-env.txt"
 status=0   # the benchmark runs even when a test failed (one device call gets both); the exit status keeps it
 # The Triton paged decode kernel's tests run compiled there (here they run under Triton's CPU interpreter).
-python3 -m pytest -p no:cacheprovider -rs server/tests/gpu server/tests/models/triton_cases.py \
-  --junitxml "$out/gpu-tests.xml" 2>&1 \
-  | tee "$out/gpu-tests.log" || status=$?
+if [[ $tests == 1 ]]; then
+  python3 -m pytest -p no:cacheprovider -rs server/tests/gpu server/tests/models/triton_cases.py \
+    --junitxml "$out/gpu-tests.xml" 2>&1 \
+    | tee "$out/gpu-tests.log" || status=$?
+fi
 if [[ $bench == 1 ]]; then
   python3 hack/bench-gpu.py --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log" || status=$?
 fi
