@@ -63,8 +63,15 @@ def parse_args() -> argparse.Namespace:
     args.sizes = [int(n) for n in args.concurrency.split(",")]
     args.kernels = (args.decode_kernels or ("gather,triton" if args.device == "cuda" else "gather")).split(",")
     from textgen_server.devices import parse_cuda_graph_sizes
+    from textgen_server.models.attention import PAGED_DECODE_CANDIDATES
 
-    args.graph_sizes = parse_cuda_graph_sizes(args.cuda_graphs)
+    unknown = sorted(set(args.kernels) - {"gather", *PAGED_DECODE_CANDIDATES})
+    if unknown:
+        parser.error(f"--decode-kernels: unknown {unknown}; choose from gather, {', '.join(PAGED_DECODE_CANDIDATES)}")
+    try:
+        args.graph_sizes = parse_cuda_graph_sizes(args.cuda_graphs)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -183,9 +190,10 @@ def build_runner(path: Path, args: argparse.Namespace, max_total: int) -> Any:
     from textgen_server.shard.cuda_graphs import eager_capture
 
     probe = (lambda: torch.cuda.mem_get_info()) if args.device == "cuda" else None
-    # Graph sizes give the cache its spare block; the graphs themselves are captured per kernel (use_graphs).
+    # Graph sizes give the cache its spare block; the graphs themselves are captured per kernel (use_graphs), so
+    # the warmup's own capture is the free stand-in rather than real graphs that would be dropped at once.
     runner = ModelRunner(path, dtype=args.dtype, device=args.device, device_memory=probe,
-                         cuda_graphs=args.graph_sizes, graph_capture=None if args.device == "cuda" else eager_capture)
+                         cuda_graphs=args.graph_sizes, graph_capture=eager_capture)
     spec = WarmupSpec(max_input_tokens=args.prompt_tokens, max_total_tokens=max_total,
                       max_prefill_tokens=args.prefill_budget)
     result = runner.warmup(spec)

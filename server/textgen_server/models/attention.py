@@ -13,10 +13,9 @@ taken into PAGED_DECODE once hack/bench-gpu.py has measured it against the gathe
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
-
-import importlib
 
 import torch
 import torch.nn.functional as F

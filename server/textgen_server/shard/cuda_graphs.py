@@ -7,8 +7,9 @@ graph, and a step of B requests runs the smallest graph of at least B rows:
 - rows 0..B-1 are the step's requests (token, position, KV slot, block table padded to a fixed width);
 - rows B.. are padding: token 0 at position 0, writing its key and value into a spare block that no request owns
   (PagedKVCache's spare block) and reading block 0's first slot; their outputs are dropped.
-Only steps of decode rows with one query each take a graph, and only where the decode attention reads the paged
-cache in place (models/attention.py PAGED_DECODE): the gather path's shapes change with every step. Prompts,
+Only steps of decode rows with one query each take a graph. The decode attention is whichever the runner uses:
+the in-place kernel (models/attention.py PAGED_DECODE) reads only each row's own keys, the gather copies and
+attends over the whole padded table width, correct but slower the longer --max-total-tokens is. Prompts,
 speculative verify rows, batches above the largest graph and sequences longer than the table width run eagerly.
 
 The capture itself is the `capture` callable (CUDA: `cuda_capture`); `eager_capture` replays by calling the
@@ -28,9 +29,6 @@ from textgen_server.protocol import StepItem
 
 logger = logging.getLogger("textgen_server.shard")
 
-# TGI's default graph batch sizes.
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
-
 Forward = Callable[[AttentionMetadata], torch.Tensor]       # metadata -> last hidden states [1, T, hidden]
 Capture = Callable[[Callable[[], torch.Tensor]], Callable[[], torch.Tensor]]  # forward -> its replay
 
@@ -40,11 +38,11 @@ def eager_capture(forward: Callable[[], torch.Tensor]) -> Callable[[], torch.Ten
     return forward
 
 
-def cuda_capture(pool: object | None = None) -> Capture:
+def cuda_capture() -> Capture:
     """Capture with torch.cuda.CUDAGraph, all graphs sharing one memory pool (captured largest first, as the
     smaller ones then fit in what the largest reserved). Each forward is first run twice on a side stream, so
     lazy initialisation (Triton's compile, cuBLAS workspaces) happens outside the capture."""
-    shared_pool = pool if pool is not None else torch.cuda.graph_pool_handle()
+    shared_pool = torch.cuda.graph_pool_handle()
 
     def capture(forward: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
         side = torch.cuda.Stream()

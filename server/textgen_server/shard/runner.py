@@ -230,8 +230,7 @@ class ModelRunner:
 
     def _forward(self, items: list[StepItem], metadata: AttentionMetadata, cache: PagedKVCache) -> torch.Tensor:
         """The model over the step's flattened batch (shard/static_runner.py pads it to static shapes here)."""
-        graph_size = None if self.graphs is None else self.graphs.graph_size(items)
-        if self.graphs is not None and graph_size is not None:
+        if self.graphs is not None and (graph_size := self.graphs.graph_size(items)) is not None:
             return self.graphs.run(graph_size, metadata)
         return self.run_model(metadata, cache, self._decode_rows_for(items))
 
