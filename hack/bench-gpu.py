@@ -9,12 +9,16 @@ Reported, as JSON (--json) and as lines:
               the ModelRunner and the repository's naive driver (testing/runner_driver.py, chunked prefill of
               --prefill-budget tokens per step): output tokens/s, TTFT p50/p99; and transformers' continuous
               batching (`generate_batch`) on the same model and GPU: tokens/s, TTFT; goal: ours/transformers >= 1.5
-  attention   the decode attention of one layer alone, per paged decode kernel (models/attention.py's candidates:
-              `gather`, the blocks copied out for SDPA, as serving does today, and `triton`, models/triton_decode.py
+  attention   the decode attention of one layer alone, per kernel (`gather`, the blocks copied out for SDPA, as
+              serving does today, and models/attention.py's paged candidates: `triton`, models/triton_paged.py
               reading them in place), at batch 1 and each --concurrency, context prompt + output: microseconds
-Both decode_b1 and serve_N run once per kernel of --decode-kernels, each eager and with decode steps replayed as
-CUDA graphs (--cuda-graphs sizes; shard/cuda_graphs.py), and transformers once, against the best: the measurement
-that chooses models/attention.py's PAGED_DECODE for CUDA and whether graphs become the default.
+  prefill_attention  one layer's attention (KV write included) of a step of prompt chunks, per kernel: 8 fresh
+              prompts of --prompt-tokens / 8 (the gather path's causal SDPA needs no gather there), and 4 chunks
+              of --prompt-tokens / 4 each after a cached prefix as long (prefix-cache hits): microseconds
+Both decode_b1 and serve_N run once per kernel of --kernels (a paged candidate serves decode rows and prompt
+chunks), each eager and with decode steps replayed as CUDA graphs (--cuda-graphs sizes; shard/cuda_graphs.py),
+and transformers once, against the best: the measurement that chooses models/attention.py's PAGED_DECODE and
+PAGED_PREFILL for CUDA and whether graphs become the default.
 The KV cache is sized from the device's free memory (the CUDA path of shard/warmup.py). The serving loop here is
 the driver, not the HTTP server: it measures the shard, which is what the GPU changes.
 On a machine without CUDA, `--device cpu` with small sizes checks the script itself, e.g.
@@ -52,22 +56,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cuda-graphs", default="1,2,4,8,16,32",
                         help="batch sizes captured as CUDA graphs for the graphs runs of each kernel (TGI's default);"
                              " 0: eager only (on a CPU the capture is the tests' eager stand-in)")
-    parser.add_argument("--decode-kernels", default=None,
-                        help="comma-separated: gather (today's path) and/or the paged decode candidates of"
-                             " models/attention.py (triton); default gather,triton on CUDA, gather on a CPU")
+    parser.add_argument("--kernels", default=None,
+                        help="comma-separated: gather (today's path) and/or the paged attention candidates of"
+                             " models/attention.py (triton), each for decode rows and prompt chunks; default"
+                             " gather,triton on CUDA, gather on a CPU")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textgen-bench-gpu")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device; use --device cpu with small sizes to check the script")
     args.sizes = [int(n) for n in args.concurrency.split(",")]
-    args.kernels = (args.decode_kernels or ("gather,triton" if args.device == "cuda" else "gather")).split(",")
+    args.kernels = (args.kernels or ("gather,triton" if args.device == "cuda" else "gather")).split(",")
     from textgen_server.devices import parse_cuda_graph_sizes
-    from textgen_server.models.attention import PAGED_DECODE_CANDIDATES
+    from textgen_server.models.attention import PAGED_CANDIDATES
 
-    unknown = sorted(set(args.kernels) - {"gather", *PAGED_DECODE_CANDIDATES})
+    unknown = sorted(set(args.kernels) - {"gather", *PAGED_CANDIDATES})
     if unknown:
-        parser.error(f"--decode-kernels: unknown {unknown}; choose from gather, {', '.join(PAGED_DECODE_CANDIDATES)}")
+        parser.error(f"--kernels: unknown {unknown}; choose from gather, {', '.join(PAGED_CANDIDATES)}")
     try:
         args.graph_sizes = parse_cuda_graph_sizes(args.cuda_graphs)
     except ValueError as error:
@@ -97,11 +102,12 @@ def _time_us(call: Callable[[], Any], device: str, calls: int = 20) -> float:
     return 1e6 * (time.perf_counter() - started) / calls
 
 
-def use_decode_kernel(runner: Any, name: str) -> None:
-    """Point the runner's decode rows at a paged decode candidate, or back at the gather ("gather")."""
-    from textgen_server.models.attention import load_paged_decode
+def use_kernel(runner: Any, name: str) -> None:
+    """Point the runner's decode rows and prompt chunks at a paged candidate, or back at the gather ("gather")."""
+    from textgen_server.models.attention import load_paged_decode, load_paged_prefill
 
     runner.paged_decode = None if name == "gather" else load_paged_decode(name)
+    runner.paged_prefill = None if name == "gather" else load_paged_prefill(name)
 
 
 def attention_kernels(runner: Any, num_blocks: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -126,7 +132,7 @@ def attention_kernels(runner: Any, num_blocks: int, args: argparse.Namespace) ->
                             dtype=cache.keys[0].dtype)
         row: dict[str, float] = {}
         for name in args.kernels:
-            use_decode_kernel(runner, name)
+            use_kernel(runner, name)
             step = StepContext(None, cache, runner.kernel, None, runner.paged_decode)  # type: ignore[arg-type]
             call = lambda: _decode_attention(step, 0, decode, query, query, query, head_dim**-0.5, None)  # noqa: E731
             try:
@@ -135,6 +141,45 @@ def attention_kernels(runner: Any, num_blocks: int, args: argparse.Namespace) ->
                 row[name] = float("nan")
                 print(f"attention batch {batch}, {name}: {type(error).__name__}: {error}", flush=True)
         results[f"batch_{batch}"] = row
+    return results
+
+
+def prefill_kernels(runner: Any, num_blocks: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Microseconds per call of one layer's attention over a step of prompt chunks (the KV write included), per
+    kernel: fresh prompts, and chunks after a cached prefix of their own length."""
+    from types import SimpleNamespace
+
+    from textgen_server.models.attention import StepContext, paged_attention_forward
+    from textgen_server.models.attention_metadata import build_attention_metadata
+    from textgen_server.protocol import StepItem
+
+    cache, config = runner.cache, runner.loaded.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    cases = {"fresh_8": (8, 0), "prefix_hit_4": (4, 1)}  # chunks, cached prefix per chunk (in chunk lengths)
+    results: dict[str, dict[str, float]] = {}
+    for case, (chunks, prefix) in cases.items():
+        length = max(1, args.prompt_tokens // chunks)
+        per_chunk = -(-(length * (1 + prefix)) // cache.block_size)
+        if chunks * per_chunk > num_blocks:
+            continue
+        items = [StepItem(i, [3] * length, length * prefix, list(range(i * per_chunk, (i + 1) * per_chunk)), False)
+                 for i in range(chunks)]
+        metadata = build_attention_metadata(items, cache.block_size, torch.device(args.device))
+        total, dtype = chunks * length, cache.keys[0].dtype
+        query = torch.randn(1, config.num_attention_heads, total, head_dim, device=args.device, dtype=dtype)
+        key = torch.randn(1, config.num_key_value_heads, total, head_dim, device=args.device, dtype=dtype)
+        layer = SimpleNamespace(layer_idx=0)
+        row: dict[str, float] = {}
+        for name in args.kernels:
+            use_kernel(runner, name)
+            step = StepContext(metadata, cache, runner.kernel, None, None, runner.paged_prefill)
+            call = lambda: paged_attention_forward(layer, query, key, key, None, textgen_step=step)  # noqa: E731
+            try:
+                row[name] = _time_us(call, args.device)
+            except Exception as error:  # noqa: BLE001 - recorded: the other kernels still get measured
+                row[name] = float("nan")
+                print(f"prefill attention {case}, {name}: {type(error).__name__}: {error}", flush=True)
+        results[case] = row
     return results
 
 
@@ -277,11 +322,14 @@ def main() -> None:
     bandwidth = copy_bandwidth(args.device)
     figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                                "weight_bytes": weight_bytes, "copy_bytes_per_s": bandwidth, "kv_blocks": num_blocks,
-                               "attention_us": attention_kernels(runner, num_blocks, args), "kernels": {}}
+                               "attention_us": attention_kernels(runner, num_blocks, args),
+                               "prefill_attention_us": prefill_kernels(runner, num_blocks, args), "kernels": {}}
     print(f"{figures['device']}: {weight_bytes / 1e9:.2f} GB of weights, copy {bandwidth / 1e12:.2f} TB/s, "
           f"{num_blocks} KV blocks")
     for batch, row in figures["attention_us"].items():
         print(f"attention {batch}: " + ", ".join(f"{name} {us:.1f} us" for name, us in row.items()), flush=True)
+    for case, row in figures["prefill_attention_us"].items():
+        print(f"prefill attention {case}: " + ", ".join(f"{name} {us:.1f} us" for name, us in row.items()), flush=True)
 
     def save() -> None:  # after every figure: a device call cut short by its time limit still returns the rest
         if args.json is not None:
@@ -326,7 +374,7 @@ def measure_config(runner: Any, num_blocks: int, spec: Any, args: argparse.Names
                    weight_bytes: int, bandwidth: float, row: dict[str, Any], save: Callable[[], None]) -> None:
     """decode_b1 and serve_N of one decode kernel, eager or with graphs, into `row`."""
     name = kernel + ("+graphs" if graphs else "")
-    use_decode_kernel(runner, kernel)
+    use_kernel(runner, kernel)
     use_graphs(runner, spec, args, graphs)
     d = row["decode_b1"] = decode_batch1(runner, num_blocks, args, weight_bytes, bandwidth)
     save()

@@ -6,7 +6,7 @@
 #   there:  bash hack/gpu-check.sh [--bench]   with .whl carried: installs them under /tmp/site, then runs the
 #                                            gpu-marked tests (server/tests/gpu: exactness against transformers
 #                                            on the same GPU in bfloat16, concurrency, preemption, the KV cache
-#                                            sized from free device memory) and the Triton paged decode kernel's
+#                                            sized from free device memory) and the Triton paged attention kernel's
 #                                            tests, compiled; JUnit XML and the log go to $OUT.
 #                                            --bench then runs hack/bench-gpu.py (Llama-3-8B shape): $OUT/bench-gpu.json
 #                                            (written after every figure); --bench-only runs just the benchmark
@@ -52,7 +52,7 @@ export PYTHONPATH=$root/server${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 } | tee "$out/gpu-env.txt"
 status=0   # the benchmark runs even when a test failed (one device call gets both); the exit status keeps it
-# The Triton paged decode kernel's tests run compiled there (here they run under Triton's CPU interpreter).
+# The Triton paged attention kernel's tests run compiled there (here they run under Triton's CPU interpreter).
 if [[ $tests == 1 ]]; then
   python3 -m pytest -p no:cacheprovider -rs server/tests/gpu server/tests/models/triton_cases.py \
     --junitxml "$out/gpu-tests.xml" 2>&1 \

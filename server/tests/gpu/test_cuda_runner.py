@@ -111,10 +111,11 @@ def test_concurrent_chunked_and_preempted_requests_match_transformers(tiny_llama
 @pytest.mark.parametrize(("kernel", "graphs"), [("triton", ()), ("triton", (1, 2, 4, 8)), ("gather", (1, 2, 4, 8))])
 def test_decode_kernel_and_graphs_match_transformers(tiny_llama_dir: Path, device: str, kernel: str,
                                                      graphs: tuple[int, ...]) -> None:
-    """The Triton paged decode kernel (models/triton_decode.py) and decode steps replayed as CUDA graphs
-    (shard/cuda_graphs.py): staggered requests, so decode batches of 1 to 6 rows fill graphs of 1-8 with padding,
-    against transformers with the tolerance above; every graph size that fits a batch replays at least once."""
-    from textgen_server.models.attention import load_paged_decode
+    """The Triton paged attention kernel (models/triton_paged.py, for decode rows and prompt chunks alike) and
+    decode steps replayed as CUDA graphs (shard/cuda_graphs.py): staggered requests, chunked prompts beside decode
+    rows, so decode batches of 1 to 6 rows fill graphs of 1-8 with padding, against transformers with the
+    tolerance above; every graph size that fits a batch replays at least once."""
+    from textgen_server.models.attention import load_paged_decode, load_paged_prefill
     from textgen_server.shard.cuda_graphs import eager_capture
 
     if kernel == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -125,6 +126,7 @@ def test_decode_kernel_and_graphs_match_transformers(tiny_llama_dir: Path, devic
     runner = ModelRunner(tiny_llama_dir, dtype=str(_dtype(device)).removeprefix("torch."), device=device,
                          cuda_graphs=graphs, graph_capture=None if device == "cuda" else eager_capture)
     runner.paged_decode = None if kernel == "gather" else load_paged_decode(kernel)
+    runner.paged_prefill = None if kernel == "gather" else load_paged_prefill(kernel)
     runner.warmup(WarmupSpec(max_input_tokens=256, max_total_tokens=512, max_prefill_tokens=512,
                              max_batch_total_tokens=NUM_BLOCKS * BLOCK_SIZE))
     runner.decode_rows = None  # CPU-only dense rows: the CPU check runs CUDA's decode path

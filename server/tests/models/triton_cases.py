@@ -1,8 +1,9 @@
-"""The Triton paged decode kernel's cases (models/triton_decode.py), against the gather + SDPA path serving uses today.
+"""The Triton paged attention kernel's cases (models/triton_paged.py: decode and prefill), against the gather + SDPA
+path serving uses today.
 
 Not collected by the test run by itself (no test_ prefix): Triton decides once per process, when it is imported,
 whether kernels compile for a GPU or run under its CPU interpreter (TRITON_INTERPRET=1), so
-`test_triton_decode.py::test_kernel_under_the_interpreter` runs this file in a child pytest with the interpreter
+`test_triton_paged.py::test_kernel_under_the_interpreter` runs this file in a child pytest with the interpreter
 on, and `hack/gpu-check.sh` runs it compiled on a GPU. The interpreter executes the same kernel source (loads,
 masks, dot products, the loop over blocks): it checks the kernel's indexing and arithmetic, not GPU speed.
 """
@@ -16,8 +17,8 @@ import torch
 
 pytest.importorskip("triton", reason="triton comes with the CUDA build of torch on Linux")
 
-from textgen_server.models.attention import _allowed, _sdpa_kernel, load_paged_decode  # noqa: E402
-from textgen_server.models.triton_decode import paged_decode_attention  # noqa: E402
+from textgen_server.models.attention import _allowed, _sdpa_kernel, load_paged_decode, load_paged_prefill  # noqa: E402
+from textgen_server.models.triton_paged import PREFILL_ROWS, paged_decode_attention, paged_prefill_attention  # noqa: E402
 from textgen_server.protocol import WarmupSpec  # noqa: E402
 from textgen_server.shard.runner import ModelRunner  # noqa: E402
 from textgen_server.testing.runner_driver import BLOCK_SIZE, Driver, DriverRequest  # noqa: E402
@@ -102,30 +103,127 @@ def test_half_precision_within_rounding(dtype: torch.dtype) -> None:
     assert error < 2 * torch.finfo(dtype).eps * expected.abs().max().item() + 1e-2, error
 
 
-def _generate(model_dir: Path, paged_decode: str | None) -> dict[int, list[int]]:
-    """Greedy tokens of staggered requests (chunked prompts, decode beside prefill) on a runner that gathers its
-    blocks for decode (the CUDA path before this kernel) or reads them with `paged_decode`."""
+def _generate(model_dir: Path, decode: str | None, prefill: str | None) -> dict[int, list[int]]:
+    """Greedy tokens of staggered requests (chunked prompts, decode beside prefill, a prefix-cache hit) on a
+    runner that gathers its blocks (the CUDA path before this kernel) or reads them with the named kernels."""
     runner = ModelRunner(model_dir, dtype="float32", device=DEVICE)
     runner.warmup(WarmupSpec(max_input_tokens=96, max_total_tokens=128, max_prefill_tokens=128,
                              max_batch_total_tokens=48 * BLOCK_SIZE))
     runner.decode_rows = None  # the CPU's dense rows would take the decode rows instead of either path
-    runner.paged_decode = None if paged_decode is None else load_paged_decode(paged_decode)
+    runner.paged_decode = None if decode is None else load_paged_decode(decode)
+    runner.paged_prefill = None if prefill is None else load_paged_prefill(prefill)
     driver = Driver(runner, num_blocks=48, chunk_budget=40)
-    lengths = [5, 33, 70]
-    for i, length in enumerate(lengths):
-        prompt = torch.randint(3, 200, (length,), generator=torch.Generator().manual_seed(i)).tolist()
+    prompts = [torch.randint(3, 200, (n,), generator=torch.Generator().manual_seed(i)).tolist()
+               for i, n in enumerate([5, 33, 70])]
+    for i, prompt in enumerate(prompts):
         driver.admit(DriverRequest(i, prompt, max_new_tokens=10))
         driver.step()
+    # The first 32 tokens of request 2's prompt again, then a tail of its own: its first two blocks are cached.
+    driver.admit(DriverRequest(3, prompts[2][:32] + prompts[0], max_new_tokens=6),
+                 shared_blocks=driver.active[2].block_ids[:2])
     return driver.run()
 
 
 @needs_kernel
 @pytest.mark.parametrize("arch", ["llama", "mistral"])
-def test_runner_generates_the_same_tokens(tiny_model_dir, arch: str) -> None:
-    """Through the ModelRunner: the same greedy tokens with the kernel as with the gather path, for grouped
-    heads (llama) and a sliding window shorter than the contexts (mistral, window 32)."""
+@pytest.mark.parametrize(("decode", "prefill"), [("triton", None), (None, "triton"), ("triton", "triton")])
+def test_runner_generates_the_same_tokens(tiny_model_dir, arch: str, decode: str | None, prefill: str | None) -> None:
+    """Through the ModelRunner: the same greedy tokens with the kernel (for decode, prompt chunks or both) as with
+    the gather path, for grouped heads (llama) and a sliding window shorter than the contexts (mistral, window
+    32); chunked prompts and a prefix-cache hit go through the prefill kernel."""
     model_dir = tiny_model_dir(arch, num_hidden_layers=2)
-    assert _generate(model_dir, "triton") == _generate(model_dir, None)
+    assert _generate(model_dir, decode, prefill) == _generate(model_dir, None, None)
+
+
+def _chunks_reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, tables: torch.Tensor,
+                      chunks: list[tuple[int, int, int]], scale: float, window: int | None) -> torch.Tensor:
+    """models/attention.py's _chunk_attention per chunk in float32: the blocks gathered, causal mask from positions."""
+    out = torch.full(query.shape, float("nan"), device=query.device)
+    for c, (row, start_pos, count) in enumerate(chunks):
+        length = start_pos + count
+        k = keys[tables[c]].flatten(0, 1)[:length].float().transpose(0, 1).unsqueeze(0)  # [1, H_kv, L, D]
+        v = values[tables[c]].flatten(0, 1)[:length].float().transpose(0, 1).unsqueeze(0)
+        q = query[row : row + count].float().transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+        q_pos = torch.arange(start_pos, length, device=query.device).unsqueeze(1)
+        mask = _allowed(q_pos, torch.arange(length, device=query.device).unsqueeze(0), window)
+        out[row : row + count] = _sdpa_kernel(q, k, v, mask[None, None], False, scale)[0].transpose(0, 1)
+    return out
+
+
+def _prefill_case(heads: int, kv_heads: int, head_dim: int, chunks: list[tuple[int, int]], gap: int = 2,
+                  dtype: torch.dtype = torch.float32, block: int = 16, seed: int = 0):
+    """Chunks (start position, tokens) laid out in one flat batch with `gap` rows between them (a step's decode
+    tokens); each chunk's table has scattered blocks covering its prefix and itself."""
+    generator = torch.Generator().manual_seed(seed)
+    width = max(-(-(start + count) // block) for start, count in chunks)
+    num_blocks = len(chunks) * width + 2
+    keys = torch.randn(num_blocks, block, kv_heads, head_dim, generator=generator).to(dtype)
+    values = torch.randn(num_blocks, block, kv_heads, head_dim, generator=generator).to(dtype)
+    tables = torch.randperm(num_blocks, generator=generator)[: len(chunks) * width].view(len(chunks), width)
+    laid_out, row, positions = [], gap, [0] * gap
+    for start, count in chunks:
+        laid_out.append((row, start, count))
+        positions += list(range(start, start + count)) + [0] * gap
+        row += count + gap
+    query = torch.randn(row, heads, head_dim, generator=generator).to(dtype)
+    to = lambda t: t.to(DEVICE)  # noqa: E731
+    starts = torch.tensor([r for r, _, _ in laid_out])
+    counts = torch.tensor([n for _, _, n in laid_out])
+    return (to(query), to(keys), to(values), to(tables), to(starts), to(counts), to(torch.tensor(positions) + 1),
+            laid_out)
+
+
+def _chunk_rows(laid_out: list[tuple[int, int, int]]) -> torch.Tensor:
+    return torch.tensor([r for row, _, n in laid_out for r in range(row, row + n)])
+
+
+# (start position, tokens): a whole prompt of one token, a fresh prompt, a chunk after a cached full block (a
+# prefix-cache hit), one starting mid-block and longer than a tile of queries, one shorter than a block deep in.
+CHUNKS = [(0, 1), (0, 37), (16, 20), (45, PREFILL_ROWS + 9), (90, 5)]
+
+
+@needs_kernel
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 64), (12, 4, 64), (8, 2, 48), (6, 1, 32)])
+def test_prefill_matches_the_gather_path(heads: int, kv_heads: int, head_dim: int) -> None:
+    """Every chunk of a step in one launch: grouped heads (G = 1, 3, 4, 6), a head size that is no power of two,
+    chunks over cached prefixes, several query tiles; rows of no chunk are left to the decode path."""
+    query, keys, values, tables, starts, counts, lens, laid_out = _prefill_case(heads, kv_heads, head_dim, CHUNKS)
+    scale = head_dim**-0.5
+    out = paged_prefill_attention(query, keys, values, tables, starts, counts, lens, max(counts).item(), scale)
+    assert out.shape == query.shape and out.dtype == query.dtype
+    rows = _chunk_rows(laid_out).to(DEVICE)
+    expected = _chunks_reference(query, keys, values, tables, laid_out, scale, None)
+    torch.testing.assert_close(out[rows], expected[rows], atol=2e-5, rtol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("window", [1, 7, 40, 500])
+def test_prefill_sliding_window(window: int) -> None:
+    """Each query sees its own window (query - key < window), across the chunk's start and its prefix."""
+    query, keys, values, tables, starts, counts, lens, laid_out = _prefill_case(8, 2, 64, CHUNKS, seed=2)
+    out = paged_prefill_attention(query, keys, values, tables, starts, counts, lens, max(counts).item(), 0.125,
+                                  window)
+    rows = _chunk_rows(laid_out).to(DEVICE)
+    expected = _chunks_reference(query, keys, values, tables, laid_out, 0.125, window)
+    torch.testing.assert_close(out[rows], expected[rows], atol=2e-5, rtol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [
+    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+        INTERPRETING, reason="Triton's interpreter multiplies bfloat16 as raw bits; bfloat16 is checked on CUDA")),
+    torch.float16])
+def test_prefill_half_precision_within_rounding(dtype: torch.dtype) -> None:
+    """bf16/fp16 caches and a block size of 4: within the rounding error, as the decode case."""
+    chunks = [(0, 23), (12, 30)]
+    query, keys, values, tables, starts, counts, lens, laid_out = _prefill_case(12, 4, 64, chunks, dtype=dtype,
+                                                                                block=4, seed=4)
+    out = paged_prefill_attention(query, keys, values, tables, starts, counts, lens, 30, 0.125)
+    assert out.dtype == dtype
+    rows = _chunk_rows(laid_out).to(DEVICE)
+    expected = _chunks_reference(query, keys, values, tables, laid_out, 0.125, None)[rows]
+    error = (out[rows].float() - expected).abs().max().item()
+    assert error < 2 * torch.finfo(dtype).eps * expected.abs().max().item() + 1e-2, error
 
 
 @needs_kernel
@@ -147,8 +245,8 @@ def test_verify_rows_see_up_to_their_own_position(window: int | None) -> None:
 @needs_kernel
 @pytest.mark.parametrize("arch", ["llama", "mistral"])
 def test_runner_verify_step_logits(tiny_model_dir, arch: str) -> None:
-    """A ModelRunner verify step (rows of 1 + 3, 1 + 0 and 1 + 2 tokens, beside a prompt chunk): the same logits
-    with the kernel as with the gather path."""
+    """A ModelRunner verify step (rows of 1 + 3, 1 + 0 and 1 + 2 tokens, beside a prompt chunk, so the decode and
+    prefill kernels share one step's output): the same logits with the kernels as with the gather path."""
     from textgen_server.models.attention_metadata import build_attention_metadata
     from textgen_server.protocol import SamplingParams, StepItem
 
@@ -171,6 +269,7 @@ def test_runner_verify_step_logits(tiny_model_dir, arch: str) -> None:
     logits = {}
     for kernel in (None, "triton"):
         runner.paged_decode = None if kernel is None else load_paged_decode(kernel)
+        runner.paged_prefill = None if kernel is None else load_paged_prefill(kernel)
         with torch.inference_mode():
             runner.run_model(build_attention_metadata(prefill, BLOCK_SIZE, runner.device), runner.cache)
             metadata = build_attention_metadata([*verify, chunk], BLOCK_SIZE, runner.device)

@@ -6,10 +6,12 @@ after rotary embeddings. transformers builds no dense mask for an implementation
 registry, so the step metadata (AttentionMetadata, passed as the `textgen_step` forward kwarg, which
 transformers forwards down to this function) is the only source of truth about who attends to what.
 
-The kernel is chosen here, once, per device type (KERNELS): torch SDPA (query heads folded on the CPU). Decode
-and speculative verify rows can instead go to a paged decode kernel that reads the cache in place through the
-block tables (PAGED_DECODE, per device type; the Triton kernel of models/triton_decode.py is the CUDA candidate,
-taken into PAGED_DECODE once hack/bench-gpu.py has measured it against the gather on a GPU).
+The kernel is chosen here, once, per device type (KERNELS): torch SDPA (query heads folded on the CPU), over
+keys gathered out of the paged cache. Each phase can instead go to a paged kernel that reads the cache in place
+through the block tables: decode and speculative verify rows (PAGED_DECODE) and prompt chunks, all of a step in
+one variable-length launch (PAGED_PREFILL), per device type. The Triton kernel of models/triton_paged.py is the
+CUDA candidate for both, taken into those tables once hack/bench-gpu.py has measured it against the gather on a
+GPU.
 """
 from __future__ import annotations
 
@@ -85,19 +87,34 @@ def select_kernel(device_type: str) -> Kernel:
 #  candidates), reading its blocks through the block table in place
 PagedDecodeKernel = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int | None], torch.Tensor]
+# (query [T, H, D], key cache, value cache, block tables [C, N], query starts [C], query counts [C], keys per token
+#  [T], largest count, scale, sliding window) -> [T, H, D]: every prompt chunk of a step in one launch
+PagedPrefillKernel = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float,
+     int | None], torch.Tensor]
 
-# Candidates by name, imported on first use (Triton is imported only where one is chosen).
-PAGED_DECODE_CANDIDATES: dict[str, str] = {"triton": "textgen_server.models.triton_decode:paged_decode_attention"}
-# The paged decode kernel each device type uses; none yet: every device gathers (see the module docstring).
+# Candidates by name: modules with paged_decode_attention and paged_prefill_attention, imported on first use
+# (Triton is imported only where one is chosen).
+PAGED_CANDIDATES: dict[str, str] = {"triton": "textgen_server.models.triton_paged"}
+# The paged kernel each device type uses per phase; none yet: every device gathers (see the module docstring).
 PAGED_DECODE: dict[str, str] = {}
+PAGED_PREFILL: dict[str, str] = {}
+
+
+def _paged_module(name: str) -> object:
+    if name not in PAGED_CANDIDATES:
+        raise ValueError(f"no paged attention kernel {name!r}; candidates: {sorted(PAGED_CANDIDATES)}")
+    return importlib.import_module(PAGED_CANDIDATES[name])
 
 
 def load_paged_decode(name: str) -> PagedDecodeKernel:
-    """A paged decode candidate by name (benchmarks and tests compare them; serving takes PAGED_DECODE's)."""
-    if name not in PAGED_DECODE_CANDIDATES:
-        raise ValueError(f"no paged decode kernel {name!r}; candidates: {sorted(PAGED_DECODE_CANDIDATES)}")
-    module, function = PAGED_DECODE_CANDIDATES[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    """A candidate's decode kernel by name (benchmarks and tests compare them; serving takes PAGED_DECODE's)."""
+    return _paged_module(name).paged_decode_attention  # type: ignore[attr-defined,no-any-return]
+
+
+def load_paged_prefill(name: str) -> PagedPrefillKernel:
+    """A candidate's prefill kernel by name (serving takes PAGED_PREFILL's)."""
+    return _paged_module(name).paged_prefill_attention  # type: ignore[attr-defined,no-any-return]
 
 
 def select_paged_decode(device_type: str) -> PagedDecodeKernel | None:
@@ -106,17 +123,24 @@ def select_paged_decode(device_type: str) -> PagedDecodeKernel | None:
     return None if name is None else load_paged_decode(name)
 
 
+def select_paged_prefill(device_type: str) -> PagedPrefillKernel | None:
+    """The paged prefill kernel for a device type, or None: each chunk gathers its prefix for `select_kernel`."""
+    name = PAGED_PREFILL.get(device_type)
+    return None if name is None else load_paged_prefill(name)
+
+
 @dataclass(frozen=True)
 class StepContext:
     """What one forward step's attention layers share: the ragged-batch layout, the cache, the kernel, on the CPU
-    the decode batch's dense rows (models/decode_rows.py; None: gather the blocks instead), and the paged decode
-    kernel for the decode rows (None: gather)."""
+    the decode batch's dense rows (models/decode_rows.py; None: gather the blocks instead), and the paged kernels
+    for the decode rows and the prompt chunks (None: gather)."""
 
     metadata: AttentionMetadata
     cache: PagedKVCache
     kernel: Kernel
     rows: tuple[DecodeRows, StepRows] | None = None
     paged_decode: PagedDecodeKernel | None = None
+    paged_prefill: PagedPrefillKernel | None = None
 
 
 def paged_attention_forward(
@@ -143,11 +167,18 @@ def paged_attention_forward(
         # A pure decode step: rows are already in order, so no scatter into an output buffer is needed.
         attended = _decode_attention(step, layer_idx, decode, query, key, value, scale, sliding_window)
         return (attended if decode.valid is None else attended[decode.valid]).unsqueeze(0), None
-    out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, H, D]
-    for chunk in step.metadata.chunks:
-        out[chunk.q_start : chunk.q_end] = _chunk_attention(
-            step, layer_idx, chunk, query, key, value, scale, sliding_window
-        )
+    batch = step.metadata.chunk_batch
+    if step.paged_prefill is not None and batch is not None:
+        # Every chunk in one launch, each over its prefix and itself in place; the decode rows are filled below.
+        out = step.paged_prefill(query[0].transpose(0, 1), step.cache.keys[layer_idx], step.cache.values[layer_idx],
+                                 batch.block_tables, batch.query_starts, batch.query_counts, batch.seq_lens,
+                                 batch.max_queries, scale, sliding_window)  # [T, H, D]
+    else:
+        out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, H, D]
+        for chunk in step.metadata.chunks:
+            out[chunk.q_start : chunk.q_end] = _chunk_attention(
+                step, layer_idx, chunk, query, key, value, scale, sliding_window
+            )
     if decode is not None:
         attended = _decode_attention(step, layer_idx, decode, query, key, value, scale, sliding_window)
         rows = decode.token_rows.flatten()

@@ -4,7 +4,8 @@ A step runs the model on one flattened ragged batch: the token ids of every item
 input_ids [1, T]. Decode items, of one token or of one token plus speculative candidates ([last, c1..cK], a
 verify item), are attended to together in one padded batch of B rows x Q query tokens (Q = 1 + the largest K),
 each query causally over its cached keys and the row's earlier queries; longer items (prompt chunks) one by one,
-causally over their cached prefix plus the chunk.
+causally over their cached prefix plus the chunk (or all chunks in one launch of a paged prefill kernel, with
+ChunkBatch).
 """
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ class DecodeBatch:
 
 
 @dataclass(frozen=True)
+class ChunkBatch:
+    """A step's prompt chunks as one variable-length batch, for a paged prefill kernel (one launch for all)."""
+
+    query_starts: torch.Tensor   # [C] each chunk's first row of the flattened batch
+    query_counts: torch.Tensor   # [C] its number of tokens
+    block_tables: torch.Tensor   # [C, N] padded with block 0 (never read: beyond every query's position)
+    seq_lens: torch.Tensor       # [T] the keys each token of the step sees (its position + 1)
+    max_queries: int             # the largest count (sizes the launch without reading a device tensor)
+
+
+@dataclass(frozen=True)
 class AttentionMetadata:
     """Everything the attention function needs for one forward step (tensors on the model's device)."""
 
@@ -49,6 +61,7 @@ class AttentionMetadata:
     input_ids: torch.Tensor             # [1, T]
     position_ids: torch.Tensor          # [1, T]
     sample_rows: torch.Tensor           # [S] rows whose logits are needed, in item order (1 + K per speculative item)
+    chunk_batch: ChunkBatch | None = None  # the chunks again, batched; None when the step has none
 
 
 def is_decode_item(item: StepItem) -> bool:
@@ -62,6 +75,7 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
     positions: list[int] = []
     slots: list[int] = []
     chunks: list[ChunkSegment] = []
+    chunk_items: list[tuple[int, StepItem]] = []
     decode_items: list[tuple[int, StepItem]] = []
     sample_rows: list[int] = []
     for item in items:
@@ -76,6 +90,7 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
         else:
             table = torch.tensor(item.block_ids, dtype=torch.long, device=device)
             chunks.append(ChunkSegment(row, row + len(item.token_ids), item.start_pos, table))
+            chunk_items.append((row, item))
         if item.sample:  # a speculative item samples at its last token and at each candidate
             end = row + len(item.token_ids)
             sample_rows.extend(range(end - 1 - item.num_speculative, end))
@@ -86,6 +101,21 @@ def build_attention_metadata(items: list[StepItem], block_size: int, device: tor
         input_ids=torch.tensor([token_ids], dtype=torch.long, device=device),
         position_ids=torch.tensor([positions], dtype=torch.long, device=device),
         sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device),
+        chunk_batch=_build_chunk_batch(chunk_items, positions, device) if chunk_items else None,
+    )
+
+
+def _build_chunk_batch(chunk_items: list[tuple[int, StepItem]], positions: list[int],
+                       device: torch.device) -> ChunkBatch:
+    max_blocks = max(len(item.block_ids) for _, item in chunk_items)
+    counts = [len(item.token_ids) for _, item in chunk_items]
+    return ChunkBatch(
+        query_starts=torch.tensor([row for row, _ in chunk_items], dtype=torch.long, device=device),
+        query_counts=torch.tensor(counts, dtype=torch.long, device=device),
+        block_tables=torch.tensor([item.block_ids + [0] * (max_blocks - len(item.block_ids))
+                                   for _, item in chunk_items], dtype=torch.long, device=device),
+        seq_lens=torch.tensor(positions, dtype=torch.long, device=device) + 1,
+        max_queries=max(counts),
     )
 
 

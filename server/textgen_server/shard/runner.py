@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from textgen_server.models.attention import Kernel, PagedDecodeKernel, StepContext, select_kernel, select_paged_decode
+from textgen_server.models.attention import (
+    Kernel, PagedDecodeKernel, PagedPrefillKernel, StepContext, select_kernel, select_paged_decode, select_paged_prefill)
 from textgen_server.models.attention_metadata import AttentionMetadata, build_attention_metadata, is_decode_item
 from textgen_server.models.decode_rows import DecodeRows, StepRows
 from textgen_server.models.kv_cache import BLOCK_SIZE, PagedKVCache
@@ -70,8 +71,10 @@ class ModelRunner:
         self.loaded: LoadedModel = load_model(model_path, dtype, self.device, rank, world_size)
         self.rank, self.world_size = rank, world_size
         self.kernel = self._select_kernel()
-        # Decode and verify rows read the paged cache in place with this kernel, where the device has one.
+        # Decode and verify rows, and prompt chunks, read the paged cache in place with these kernels, where the
+        # device has them (models/attention.py PAGED_DECODE, PAGED_PREFILL).
         self.paged_decode: PagedDecodeKernel | None = select_paged_decode(self.device.type)
+        self.paged_prefill: PagedPrefillKernel | None = select_paged_prefill(self.device.type)
         # Decode steps replayed as CUDA graphs at these batch sizes, captured at warmup (shard/cuda_graphs.py).
         if cuda_graphs and graph_capture is None and self.device.type != "cuda":
             raise ValueError(f"--cuda-graphs {','.join(map(str, cuda_graphs))}: CUDA graphs are captured on CUDA "
@@ -258,7 +261,7 @@ class ModelRunner:
             input_ids=metadata.input_ids,
             position_ids=metadata.position_ids,
             use_cache=False,
-            textgen_step=StepContext(metadata, cache, self.kernel, rows, self.paged_decode),
+            textgen_step=StepContext(metadata, cache, self.kernel, rows, self.paged_decode, self.paged_prefill),
         ).last_hidden_state
 
     def _sample(self, items: list[StepItem], logits: torch.Tensor, sample_hidden: torch.Tensor,

@@ -1,4 +1,4 @@
-"""The Triton paged decode kernel (models/triton_decode.py): its pure parts here, its kernel cases
+"""The Triton paged attention kernel (models/triton_paged.py): its pure parts here, its kernel cases
 (triton_cases.py: against the gather + SDPA path, and through the ModelRunner) in a child pytest under Triton's
 CPU interpreter, since Triton picks compiled or interpreted once per process, when it is imported.
 `hack/gpu-check.sh` runs triton_cases.py compiled on a GPU.
@@ -15,15 +15,17 @@ import torch
 
 pytest.importorskip("triton", reason="triton comes with the CUDA build of torch on Linux")
 
-from textgen_server.models.attention import load_paged_decode  # noqa: E402
-from textgen_server.models.triton_decode import merge_splits, num_splits_for, paged_decode_attention  # noqa: E402
+from textgen_server.models.attention import load_paged_decode, load_paged_prefill  # noqa: E402
+from textgen_server.models.triton_paged import (  # noqa: E402
+    merge_splits, num_splits_for, paged_decode_attention, paged_prefill_attention)
 
 CASES = Path(__file__).with_name("triton_cases.py")
 
 
 def test_unknown_candidate_is_refused() -> None:
-    with pytest.raises(ValueError, match="no paged decode kernel 'flash'; candidates: \\['triton'\\]"):
-        load_paged_decode("flash")
+    for load in (load_paged_decode, load_paged_prefill):
+        with pytest.raises(ValueError, match="no paged attention kernel 'flash'; candidates: \\['triton'\\]"):
+            load("flash")
 
 
 def test_merge_ignores_empty_splits() -> None:
@@ -52,8 +54,11 @@ def test_grouping_must_divide() -> None:
 def test_cpu_without_interpreter_is_refused() -> None:
     query = torch.zeros(1, 4, 64)
     cache = torch.zeros(2, 16, 4, 64)
+    table, one = torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.long)
     with pytest.raises(RuntimeError, match="runs on CUDA devices, not 'cpu'.*TRITON_INTERPRET=1"):
-        paged_decode_attention(query, cache, cache, torch.zeros(1, 1, dtype=torch.int32), torch.ones(1), 1.0)
+        paged_decode_attention(query, cache, cache, table, one, 1.0)
+    with pytest.raises(RuntimeError, match="runs on CUDA devices, not 'cpu'.*TRITON_INTERPRET=1"):
+        paged_prefill_attention(query, cache, cache, table, one - 1, one, one, 1, 1.0)
 
 
 def test_kernel_under_the_interpreter() -> None:
@@ -64,4 +69,4 @@ def test_kernel_under_the_interpreter() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     passed = int(summary.split(" passed")[0].split()[-1])
-    assert passed >= 20, summary  # every case ran (only bfloat16 may skip, with its reason)
+    assert passed >= 33, summary  # every case ran (only bfloat16 may skip, with its reason)
