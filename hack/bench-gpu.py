@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -352,6 +353,8 @@ def main() -> None:
         raise SystemExit("no configuration completed; see the errors above")
     best = max(measured, key=lambda name: figures["kernels"][name][largest]["tokens_per_s"])
     figures["best_kernel"] = best
+    figures["recommended"] = recommend(figures, args.kernels)
+    print("recommended: " + ", ".join(f"{key} = {value}" for key, value in figures["recommended"].items()), flush=True)
     figures["decode_b1"] = figures["kernels"][best]["decode_b1"]
     for count in args.sizes:
         figures[f"serve_{count}"] = {"ours": figures["kernels"][best][f"serve_{count}"], "kernel": best}
@@ -368,6 +371,23 @@ def main() -> None:
         print(f"serve_{count}: transformers cb {theirs['tokens_per_s']:.0f} tok/s, TTFT p50 {theirs['ttft_p50_s']:.2f}"
               f" s p99 {theirs['ttft_p99_s']:.2f} s: ours x{row['ours_over_transformers']:.2f} (goal 1.5)", flush=True)
         save()
+
+
+def recommend(figures: dict[str, Any], kernels: list[str]) -> dict[str, str]:
+    """What the figures choose for CUDA: PAGED_DECODE by the best serving configuration at the largest
+    concurrency, PAGED_PREFILL by the prompt-chunk attention summed over its cases (a failed kernel never wins),
+    and whether CUDA graphs pay (the best configuration replays them)."""
+    best = figures["best_kernel"]
+    decode = best.removesuffix("+graphs")
+
+    def prefill_us(name: str) -> float:
+        total = sum(row.get(name, math.nan) for row in figures["prefill_attention_us"].values())
+        return math.inf if math.isnan(total) else total
+
+    prefill = min(kernels, key=prefill_us) if figures["prefill_attention_us"] else "gather"
+    name = lambda kernel: "unset (gather)" if kernel == "gather" else repr(kernel)  # noqa: E731
+    return {"PAGED_DECODE['cuda']": name(decode), "PAGED_PREFILL['cuda']": name(prefill),
+            "--cuda-graphs default": "TGI's sizes" if best.endswith("+graphs") else "off"}
 
 
 def measure_config(runner: Any, num_blocks: int, spec: Any, args: argparse.Namespace, kernel: str, graphs: bool,

@@ -65,7 +65,8 @@ def _paged_attention_kernel(
     row_ok, dim_ok = (rows < GROUP * QUERIES) & (query < q_count), dims < HEAD_DIM
     token = q_first + query
     heads = kv_head * GROUP + rows % GROUP
-    row_len = tl.load(lens_ptr + token, mask=row_ok, other=0)
+    # int32 (lens may come as int64): loop bounds and positions stay 32-bit, as with the kernel's own indices
+    row_len = tl.load(lens_ptr + token, mask=row_ok, other=0).to(tl.int32)
     seq_len = tl.max(row_len, 0)
     first = split * keys_per_split
     if window > 0:  # keys before every row's window are never attended
