@@ -144,6 +144,16 @@ def wait_degraded(cluster: Cluster, namespace: str, name: str, reason: str) -> d
     return wait_for(found, READY_TIMEOUT, f"TGS {namespace}/{name} Degraded/{reason}")
 
 
+def wait_revision(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """The TGS status once it names its current revision: the operator may record it a moment after the pods
+    are Ready (a CI run read the status in between, without currentRevision)."""
+    def found() -> dict[str, Any] | None:
+        status = get_tgs(cluster, namespace, name).get("status", {})
+        return status if status.get("currentRevision") else None
+
+    return wait_for(found, 60, f"TGS {namespace}/{name} status.currentRevision")
+
+
 def test_a_refused_revision_rolls_back_and_a_fixed_spec_rolls_forward_through_a_restart_and_a_rescale(
         cluster: Cluster, operator_setup: tuple[Path, Path], namespace: str) -> None:
     kubeconfig, workdir = operator_setup
@@ -151,7 +161,8 @@ def test_a_refused_revision_rolls_back_and_a_fixed_spec_rolls_forward_through_a_
     good = rollout_tgs("back", rollout={"maxSurge": 2})
     with run_operator(kubeconfig, workdir, *operator_flags()) as first:
         apply_tgs(cluster, namespace, good)
-        before = wait_ready(cluster, namespace, "back", 3, timeout=READY_TIMEOUT)["status"]
+        wait_ready(cluster, namespace, "back", 3, timeout=READY_TIMEOUT)
+        before = wait_revision(cluster, namespace, "back")
         ready = ReadyPods(api, namespace, service_selector(api, namespace, "back")).__enter__()
         load = Load(ready, max_new_tokens=24)
         load.set_concurrency(3)
