@@ -178,9 +178,8 @@ def paged_prefill_attention(
     position + 1); max_queries the largest count (the launch grid's size, given so that no device sync reads it).
     Returns [T, H, D] in the query's dtype; rows of no chunk (a step's decode tokens) are left unwritten.
     """
-    total, heads, head_dim = query.shape
     kv_heads = _check(query, key_cache)
-    queries = max(1, PREFILL_ROWS // (heads // kv_heads))
+    queries = max(1, PREFILL_ROWS // (query.shape[1] // kv_heads))
     tiles = -(-max_queries // queries)
     partial, lse = _launch(query, key_cache, value_cache, block_tables, seq_lens, scale, sliding_window,
                            grid=(block_tables.shape[0], kv_heads, tiles), queries=queries, splits=1,
